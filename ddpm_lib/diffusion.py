@@ -1,0 +1,205 @@
+"""The diffusion itself: the forward process, the training loss and two samplers.
+
+Following Ho et al. (2020), "Denoising Diffusion Probabilistic Models" (DDPM), and Song et al.
+(2021), "Denoising Diffusion Implicit Models" (DDIM). Images live in [-1, 1]; timesteps are
+0-based (t = 0 … T-1), so ``schedule.betas[t]`` is the paper's β_{t+1}.
+
+Every random draw takes a ``torch.Generator``: the same generator state gives the same result.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from .schedule import NoiseSchedule
+
+NoisePredictor = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+"""ε_θ(x_t, t): any callable from (B, C, H, W) images and (B,) timesteps to (B, C, H, W)."""
+
+
+def extract(values: torch.Tensor, t: torch.Tensor, shape: torch.Size) -> torch.Tensor:
+    """``values[t]`` for a batch of timesteps, shaped (B, 1, 1, …) to broadcast against ``shape``."""
+    return values.to(t.device)[t].reshape(len(t), *([1] * (len(shape) - 1)))
+
+
+def q_sample(
+    schedule: NoiseSchedule, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor
+) -> torch.Tensor:
+    """Draw x_t ~ q(x_t | x_0) in closed form (DDPM eq. 4):
+
+    x_t = √ᾱ_t · x_0 + √(1-ᾱ_t) · ε,   ε ~ N(0, I).
+    """
+    return (
+        extract(schedule.sqrt_alphas_cumprod, t, x0.shape) * x0
+        + extract(schedule.sqrt_one_minus_alphas_cumprod, t, x0.shape) * noise
+    )
+
+
+def predict_x0_from_eps(
+    schedule: NoiseSchedule, x_t: torch.Tensor, t: torch.Tensor, eps: torch.Tensor
+) -> torch.Tensor:
+    """Invert eq. 4 for x_0 given a noise estimate: x̂_0 = x_t / √ᾱ_t - √(1/ᾱ_t - 1) · ε."""
+    return (
+        extract(schedule.sqrt_recip_alphas_cumprod, t, x_t.shape) * x_t
+        - extract(schedule.sqrt_recipm1_alphas_cumprod, t, x_t.shape) * eps
+    )
+
+
+def q_posterior_mean_variance(
+    schedule: NoiseSchedule, x0: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and log-variance of q(x_{t-1} | x_t, x_0) (DDPM eqs. 6–7):
+
+    μ̃_t = √ᾱ_{t-1} β_t / (1-ᾱ_t) · x_0 + √α_t (1-ᾱ_{t-1}) / (1-ᾱ_t) · x_t,
+    β̃_t = (1-ᾱ_{t-1}) / (1-ᾱ_t) · β_t.
+    """
+    mean = (
+        extract(schedule.posterior_mean_coef1, t, x_t.shape) * x0
+        + extract(schedule.posterior_mean_coef2, t, x_t.shape) * x_t
+    )
+    log_variance = extract(schedule.posterior_log_variance_clipped, t, x_t.shape)
+    return mean, log_variance
+
+
+def diffusion_loss(
+    model: NoisePredictor,
+    schedule: NoiseSchedule,
+    x0: torch.Tensor,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """The simplified training objective (DDPM eq. 14, Algorithm 1):
+
+    L_simple = E_{t, x_0, ε} ‖ε - ε_θ(√ᾱ_t x_0 + √(1-ᾱ_t) ε, t)‖²,  t ~ U{0 … T-1}.
+    """
+    t = torch.randint(
+        0, schedule.num_timesteps, (len(x0),), device=x0.device, generator=generator
+    )
+    noise = torch.randn(x0.shape, device=x0.device, dtype=x0.dtype, generator=generator)
+    predicted_noise = model(q_sample(schedule, x0, t, noise), t)
+    return F.mse_loss(predicted_noise.float(), noise.float())
+
+
+@torch.no_grad()
+def p_sample(
+    model: NoisePredictor,
+    schedule: NoiseSchedule,
+    x_t: torch.Tensor,
+    t: int,
+    generator: torch.Generator | None = None,
+    clip_denoised: bool = True,
+) -> torch.Tensor:
+    """One ancestral step x_t → x_{t-1} ~ p_θ(x_{t-1} | x_t) (DDPM Algorithm 2).
+
+    x̂_0 is predicted from ε_θ, clipped to [-1, 1] if ``clip_denoised``, and plugged into the
+    posterior mean μ̃_t(x_t, x̂_0); the variance is β̃_t; no noise is added at the last step.
+    """
+    t_batch = torch.full((len(x_t),), t, device=x_t.device, dtype=torch.long)
+    x0 = predict_x0_from_eps(schedule, x_t, t_batch, model(x_t, t_batch).float())
+    if clip_denoised:
+        x0 = x0.clamp(-1.0, 1.0)
+    mean, log_variance = q_posterior_mean_variance(schedule, x0, x_t, t_batch)
+    if t == 0:
+        return mean
+    noise = torch.randn(x_t.shape, device=x_t.device, dtype=x_t.dtype, generator=generator)
+    return mean + (0.5 * log_variance).exp() * noise
+
+
+@torch.no_grad()
+def ddpm_sample(
+    model: NoisePredictor,
+    schedule: NoiseSchedule,
+    shape: Sequence[int],
+    generator: torch.Generator | None = None,
+    device: torch.device | str = "cpu",
+    return_steps: Sequence[int] = (),
+    progress: bool = False,
+) -> tuple[torch.Tensor, dict[int, torch.Tensor]]:
+    """Ancestral sampling over all T steps, from x_T ~ N(0, I) to x_0 (DDPM Algorithm 2).
+
+    Returns the final images (shape ``shape``, clamped to [-1, 1]) and ``{t: x_t}`` for each t
+    in ``return_steps`` (t = T means the starting noise, t = 0 the final images).
+    """
+    x = torch.randn(tuple(shape), device=device, generator=generator)
+    keep = set(return_steps)
+    steps = {schedule.num_timesteps: x.clone()} if schedule.num_timesteps in keep else {}
+    timesteps = range(schedule.num_timesteps - 1, -1, -1)
+    for t in tqdm(timesteps, desc="DDPM sampling", disable=not progress, leave=False):
+        x = p_sample(model, schedule, x, t, generator)
+        if t in keep:
+            steps[t] = x.clamp(-1.0, 1.0)
+    return x.clamp(-1.0, 1.0), steps
+
+
+def ddim_timesteps(num_timesteps: int, num_steps: int) -> list[int]:
+    """The evenly spaced subsequence τ of {0 … T-1} that DDIM visits, in descending order."""
+    if not 1 <= num_steps <= num_timesteps:
+        raise ValueError(f"DDIM needs 1 <= steps <= T = {num_timesteps}, got {num_steps}")
+    spaced = torch.linspace(0, num_timesteps - 1, num_steps).round().long().tolist()
+    return sorted(set(spaced), reverse=True)
+
+
+@torch.no_grad()
+def ddim_sample(
+    model: NoisePredictor,
+    schedule: NoiseSchedule,
+    shape: Sequence[int],
+    num_steps: int = 50,
+    eta: float = 0.0,
+    generator: torch.Generator | None = None,
+    device: torch.device | str = "cpu",
+    return_steps: Sequence[int] = (),
+    progress: bool = False,
+) -> tuple[torch.Tensor, dict[int, torch.Tensor]]:
+    """DDIM sampling over ``num_steps`` timesteps τ_i (Song et al. 2021, eq. 12):
+
+    x_{τ_{i-1}} = √ᾱ_{τ_{i-1}} x̂_0 + √(1-ᾱ_{τ_{i-1}} - σ²) · ε_θ + σ z,
+    σ = η √((1-ᾱ_{τ_{i-1}})/(1-ᾱ_{τ_i})) √(1-ᾱ_{τ_i}/ᾱ_{τ_{i-1}}).
+
+    η = 0 is deterministic given x_T; η = 1 has DDPM's variance. Returns the final images and
+    ``{t: x_t}`` for each t in ``return_steps`` that the schedule visits (T = the start noise).
+    """
+    x = torch.randn(tuple(shape), device=device, generator=generator)
+    keep = set(return_steps)
+    steps = {schedule.num_timesteps: x.clone()} if schedule.num_timesteps in keep else {}
+    taus = ddim_timesteps(schedule.num_timesteps, num_steps)
+    alphas_cumprod = schedule.alphas_cumprod.to(x.device)
+    for i, t in enumerate(tqdm(taus, desc="DDIM sampling", disable=not progress, leave=False)):
+        t_batch = torch.full((len(x),), t, device=x.device, dtype=torch.long)
+        eps = model(x, t_batch).float()
+        x0 = predict_x0_from_eps(schedule, x, t_batch, eps).clamp(-1.0, 1.0)
+        alpha_bar = alphas_cumprod[t]
+        alpha_bar_prev = alphas_cumprod[taus[i + 1]] if i + 1 < len(taus) else x.new_tensor(1.0)
+        # Recompute ε from the clipped x̂_0, so the update stays consistent with it.
+        eps = (x - alpha_bar.sqrt() * x0) / (1 - alpha_bar).sqrt()
+        sigma = eta * ((1 - alpha_bar_prev) / (1 - alpha_bar) * (1 - alpha_bar / alpha_bar_prev)).sqrt()
+        x = alpha_bar_prev.sqrt() * x0 + (1 - alpha_bar_prev - sigma**2).clamp(min=0).sqrt() * eps
+        if eta > 0 and i + 1 < len(taus):
+            x = x + sigma * torch.randn(x.shape, device=x.device, generator=generator)
+        if t in keep:
+            steps[t] = x.clamp(-1.0, 1.0)
+    return x.clamp(-1.0, 1.0), steps
+
+
+def sample(
+    model: NoisePredictor,
+    schedule: NoiseSchedule,
+    shape: Sequence[int],
+    sampler: str = "ddpm",
+    num_steps: int | None = None,
+    generator: torch.Generator | None = None,
+    device: torch.device | str = "cpu",
+    return_steps: Sequence[int] = (),
+    progress: bool = False,
+) -> tuple[torch.Tensor, dict[int, torch.Tensor]]:
+    """Dispatch to :func:`ddpm_sample` (``sampler="ddpm"``) or :func:`ddim_sample` ("ddim")."""
+    if sampler == "ddpm":
+        return ddpm_sample(model, schedule, shape, generator, device, return_steps, progress)
+    if sampler == "ddim":
+        return ddim_sample(
+            model, schedule, shape, num_steps or 50, 0.0, generator, device, return_steps, progress
+        )
+    raise ValueError(f"unknown sampler {sampler!r}; choose 'ddpm' or 'ddim'")

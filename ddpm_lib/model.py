@@ -1,0 +1,207 @@
+"""The noise-prediction network ε_θ(x_t, t): a small UNet for 28×28 (or 32×32) RGB images.
+
+The assignment's architecture: a sinusoidal time embedding, residual blocks with GroupNorm and
+SiLU, skip connections from every encoder block to the decoder, and a width ``base_dim`` that
+doubles at each lower resolution (28 → 14 → 7 for MNIST). One self-attention layer sits at the
+lowest resolution, where 7×7 = 49 positions make it cheap.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+@dataclass(frozen=True)
+class UNetConfig:
+    """Everything that fixes the network's shape; stored in every checkpoint."""
+
+    image_size: int = 28
+    image_channels: int = 3
+    base_dim: int = 64
+    time_emb_dim: int = 128
+    channel_mults: tuple[int, ...] = (1, 2, 2)
+    num_res_blocks: int = 2
+    attention_at_bottom: bool = True
+    norm_groups: int = 8
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "channel_mults", tuple(self.channel_mults))
+        factor = 2 ** (len(self.channel_mults) - 1)
+        if self.image_size % factor:
+            raise ValueError(
+                f"image_size {self.image_size} must be divisible by {factor} "
+                f"({len(self.channel_mults) - 1} halvings for channel_mults {self.channel_mults})"
+            )
+        if self.time_emb_dim % 2:
+            raise ValueError(f"time_emb_dim must be even, got {self.time_emb_dim}")
+        for mult in self.channel_mults:
+            if (self.base_dim * mult) % self.norm_groups:
+                raise ValueError(
+                    f"base_dim × {mult} = {self.base_dim * mult} channels is not divisible by "
+                    f"norm_groups={self.norm_groups} (GroupNorm needs whole groups)"
+                )
+
+    def to_dict(self) -> dict:
+        """Plain types only, so a checkpoint loads with ``weights_only=True``."""
+        values = asdict(self)
+        values["channel_mults"] = list(self.channel_mults)
+        return values
+
+
+def sinusoidal_time_embedding(timesteps: torch.Tensor, dim: int) -> torch.Tensor:
+    """Transformer-style position encoding of the timestep (Vaswani et al. 2017, §3.5).
+
+    emb(t)_{2i} = sin(t / 10000^{2i/d}),  emb(t)_{2i+1} = cos(t / 10000^{2i/d}),
+    laid out as [sin …, cos …]. ``timesteps``: (B,) integers or floats → (B, dim).
+    """
+    half = dim // 2
+    frequencies = torch.exp(
+        -math.log(10000.0) * torch.arange(half, device=timesteps.device, dtype=torch.float32)
+        / half
+    )
+    angles = timesteps.float()[:, None] * frequencies[None, :]
+    return torch.cat([angles.sin(), angles.cos()], dim=1)
+
+
+class ResidualBlock(nn.Module):
+    """GroupNorm → SiLU → 3×3 conv, plus the time embedding, twice, with a residual connection.
+
+    h = conv(SiLU(GN(x))) + W·t_emb;  out = conv(SiLU(GN(h))) + skip(x).
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, time_dim: int, groups: int):
+        super().__init__()
+        self.norm1 = nn.GroupNorm(groups, in_channels)
+        self.conv1 = nn.Conv2d(in_channels, out_channels, 3, padding=1)
+        self.time_proj = nn.Linear(time_dim, out_channels)
+        self.norm2 = nn.GroupNorm(groups, out_channels)
+        self.conv2 = nn.Conv2d(out_channels, out_channels, 3, padding=1)
+        self.skip = (
+            nn.Conv2d(in_channels, out_channels, 1)
+            if in_channels != out_channels
+            else nn.Identity()
+        )
+
+    def forward(self, x: torch.Tensor, time_emb: torch.Tensor) -> torch.Tensor:
+        h = self.conv1(F.silu(self.norm1(x)))
+        h = h + self.time_proj(time_emb)[:, :, None, None]
+        h = self.conv2(F.silu(self.norm2(h)))
+        return h + self.skip(x)
+
+
+class SelfAttention(nn.Module):
+    """Multi-head self-attention over the H·W positions, with a residual connection."""
+
+    def __init__(self, channels: int, groups: int, num_heads: int = 4):
+        super().__init__()
+        self.norm = nn.GroupNorm(groups, channels)
+        self.attention = nn.MultiheadAttention(channels, num_heads, batch_first=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        batch, channels, height, width = x.shape
+        tokens = self.norm(x).flatten(2).transpose(1, 2)  # (B, H·W, C)
+        attended, _ = self.attention(tokens, tokens, tokens, need_weights=False)
+        return x + attended.transpose(1, 2).reshape(batch, channels, height, width)
+
+
+class Downsample(nn.Module):
+    """Halve the resolution with a strided 3×3 convolution."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.conv = nn.Conv2d(channels, channels, 3, stride=2, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(x)
+
+
+class Upsample(nn.Module):
+    """Double the resolution: nearest-neighbour upsampling, then a 3×3 convolution."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.conv = nn.Conv2d(channels, channels, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
+
+
+class UNet(nn.Module):
+    """ε_θ(x_t, t): predicts the noise in ``x_t`` (B, C, H, W) at integer timesteps ``t`` (B,).
+
+    Encoder: at each resolution ``num_res_blocks`` residual blocks of width base_dim × mult,
+    then a halving (except at the lowest). Middle: block, attention, block. Decoder: the mirror
+    image, each block fed the concatenation of the previous output and one encoder output.
+    """
+
+    def __init__(self, config: UNetConfig | None = None, **overrides):
+        super().__init__()
+        config = config or UNetConfig(**overrides)
+        self.config = config
+        groups = config.norm_groups
+        time_dim = 4 * config.time_emb_dim
+        self.time_mlp = nn.Sequential(
+            nn.Linear(config.time_emb_dim, time_dim), nn.SiLU(), nn.Linear(time_dim, time_dim)
+        )
+        self.input_conv = nn.Conv2d(config.image_channels, config.base_dim, 3, padding=1)
+
+        widths = [config.base_dim * mult for mult in config.channel_mults]
+        self.encoder = nn.ModuleList()
+        skip_channels = [config.base_dim]
+        channels = config.base_dim
+        for level, width in enumerate(widths):
+            for _ in range(config.num_res_blocks):
+                self.encoder.append(ResidualBlock(channels, width, time_dim, groups))
+                channels = width
+                skip_channels.append(channels)
+            if level < len(widths) - 1:
+                self.encoder.append(Downsample(channels))
+                skip_channels.append(channels)
+
+        self.middle_block1 = ResidualBlock(channels, channels, time_dim, groups)
+        self.middle_attention = (
+            SelfAttention(channels, groups) if config.attention_at_bottom else nn.Identity()
+        )
+        self.middle_block2 = ResidualBlock(channels, channels, time_dim, groups)
+
+        self.decoder = nn.ModuleList()
+        for level, width in reversed(list(enumerate(widths))):
+            for _ in range(config.num_res_blocks + 1):
+                self.decoder.append(
+                    ResidualBlock(channels + skip_channels.pop(), width, time_dim, groups)
+                )
+                channels = width
+            if level > 0:
+                self.decoder.append(Upsample(channels))
+
+        self.output = nn.Sequential(
+            nn.GroupNorm(groups, channels),
+            nn.SiLU(),
+            nn.Conv2d(channels, config.image_channels, 3, padding=1),
+        )
+
+    def forward(self, x: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
+        time_emb = self.time_mlp(sinusoidal_time_embedding(timesteps, self.config.time_emb_dim))
+        h = self.input_conv(x)
+        skips = [h]
+        for layer in self.encoder:
+            h = layer(h, time_emb) if isinstance(layer, ResidualBlock) else layer(h)
+            skips.append(h)
+        h = self.middle_block1(h, time_emb)
+        h = self.middle_attention(h)
+        h = self.middle_block2(h, time_emb)
+        for layer in self.decoder:
+            if isinstance(layer, ResidualBlock):
+                h = layer(torch.cat([h, skips.pop()], dim=1), time_emb)
+            else:
+                h = layer(h)
+        return self.output(h)
+
+    def num_parameters(self, trainable_only: bool = True) -> int:
+        """The number of (trainable) parameters."""
+        return sum(p.numel() for p in self.parameters() if p.requires_grad or not trainable_only)

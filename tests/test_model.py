@@ -1,0 +1,47 @@
+"""The UNet: output shapes, configuration checks, the time embedding."""
+
+import pytest
+import torch
+
+from ddpm_lib.model import UNet, UNetConfig, sinusoidal_time_embedding
+
+
+@pytest.mark.parametrize(("batch", "size"), [(1, 28), (3, 28), (2, 32), (5, 32)])
+def test_unet_keeps_the_image_shape(batch, size):
+    model = UNet(image_size=size, base_dim=16, time_emb_dim=32)
+    x = torch.randn(batch, 3, size, size)
+    t = torch.randint(0, 1000, (batch,))
+    assert model(x, t).shape == (batch, 3, size, size)
+
+
+def test_default_unet_reports_its_parameter_count():
+    model = UNet()
+    assert model.config == UNetConfig()
+    count = model.num_parameters()
+    assert count == sum(p.numel() for p in model.parameters())
+    assert 2_000_000 < count < 20_000_000
+
+
+def test_output_depends_on_the_timestep():
+    torch.manual_seed(0)
+    model = UNet(base_dim=16, time_emb_dim=32)
+    x = torch.randn(2, 3, 28, 28)
+    early = model(x, torch.tensor([0, 0]))
+    late = model(x, torch.tensor([900, 900]))
+    assert not torch.allclose(early, late)
+
+
+def test_time_embedding_layout():
+    emb = sinusoidal_time_embedding(torch.tensor([0, 7]), 8)
+    assert emb.shape == (2, 8)
+    assert torch.equal(emb[0], torch.tensor([0.0] * 4 + [1.0] * 4))
+    assert emb[1, 0].item() == pytest.approx(torch.sin(torch.tensor(7.0)).item(), abs=1e-6)
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [{"image_size": 30}, {"time_emb_dim": 33}, {"base_dim": 12, "norm_groups": 8}],
+)
+def test_impossible_configurations_are_refused_with_a_reason(overrides):
+    with pytest.raises(ValueError, match="divisible|even"):
+        UNetConfig(**overrides)
