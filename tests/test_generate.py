@@ -1,0 +1,93 @@
+"""Generation: the submission's files, the report grid, refusals of mismatched flags."""
+
+import pytest
+import torch
+from PIL import Image
+
+from ddpm_lib import generate
+from ddpm_lib.generate import generate_images, load_for_sampling, visualization_timesteps
+from ddpm_lib.train import TrainConfig, train
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    """A checkpoint from a few CPU steps on a 40-image folder made by the test."""
+    from conftest import write_digit_folder
+
+    root = tmp_path_factory.mktemp("run")
+    data = write_digit_folder(root / "mnist_rgb")
+    train(TrainConfig(
+        data_path=str(data), epochs=1, batch_size=8, timesteps=20, base_dim=8, time_emb_dim=16,
+        checkpoint_dir=str(root / "checkpoints"), sample_dir=str(root / "samples"),
+        sample_steps=3, num_eval_images=8, device="cpu",
+    ))
+    return root / "checkpoints" / "best_model.pt"
+
+
+def test_generate_writes_exactly_n_named_rgb_pngs(checkpoint, tmp_path):
+    out = tmp_path / "generated_images"
+    generate.main(["--checkpoint", str(checkpoint), "--output_dir", str(out),
+                   "--num_images", "10", "--batch_size", "4", "--device", "cpu"])
+    names = sorted(p.name for p in out.iterdir())
+    assert names == [f"{i:05d}.png" for i in range(1, 11)]
+    for name in names:
+        with Image.open(out / name) as image:
+            assert image.size == (28, 28) and image.mode == "RGB" and image.format == "PNG"
+
+
+def test_an_interrupted_generation_resumes_with_the_same_images(checkpoint, tmp_path):
+    loaded = load_for_sampling(checkpoint)
+    out = tmp_path / "images"
+    first = generate_images(loaded, out, num_images=6, batch_size=4, sampler="ddim",
+                            sampling_steps=4)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    (out / "00005.png").unlink()
+    again = generate_images(loaded, out, num_images=6, batch_size=4, sampler="ddim",
+                            sampling_steps=4)
+    assert first["written"] == 6 and again["written"] == 2 and again["skipped"] == 4
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+
+
+def test_generate_refuses_a_folder_holding_other_pngs(checkpoint, tmp_path):
+    out = tmp_path / "images"
+    out.mkdir()
+    Image.new("RGB", (28, 28)).save(out / "00011.png")
+    with pytest.raises(ValueError, match="not part of 00001.png … 00010.png"):
+        generate_images(load_for_sampling(checkpoint), out, num_images=10, sampling_steps=2,
+                        sampler="ddim")
+
+
+def test_visualize_writes_the_8_by_8_grid(checkpoint, tmp_path):
+    out = tmp_path / "diffusion_visualization"
+    generate.main(["--checkpoint", str(checkpoint), "--output_dir", str(out),
+                   "--mode", "visualize", "--device", "cpu"])
+    with Image.open(out / "diffusion_process.png") as grid:
+        assert grid.size == (8 * 30 + 2, 8 * 30 + 2)  # 8 × (28 px + 2 px padding) + border
+    assert (out / "diffusion_process_labeled.png").is_file()
+    assert (out / "diffusion_process_labeled.pdf").is_file()
+
+
+def test_visualization_goes_from_noise_to_image():
+    assert visualization_timesteps(1000, "ddpm", 0) == [1000, 857, 714, 571, 429, 286, 143, 0]
+    ddim = visualization_timesteps(1000, "ddim", 50)
+    assert ddim[0] == 1000 and ddim[-1] == 0 and len(ddim) == 8
+
+
+def test_a_flag_that_contradicts_the_checkpoint_is_an_error(checkpoint, tmp_path):
+    with pytest.raises(SystemExit, match="base_dim=64 \\(checkpoint: 8\\)"):
+        generate.main(["--checkpoint", str(checkpoint), "--base_dim", "64",
+                       "--output_dir", str(tmp_path), "--device", "cpu"])
+    # Agreeing flags are accepted.
+    loaded = load_for_sampling(checkpoint, requested={"base_dim": 8, "timesteps": 20})
+    assert loaded.schedule.num_timesteps == 20
+
+
+def test_a_missing_checkpoint_is_a_clear_error(tmp_path):
+    with pytest.raises(SystemExit, match="does not exist; train one"):
+        generate.main(["--checkpoint", str(tmp_path / "nope.pt")])
+
+
+def test_ema_and_raw_weights_differ(checkpoint):
+    ema = load_for_sampling(checkpoint, weights="ema").model.state_dict()
+    raw = load_for_sampling(checkpoint, weights="model").model.state_dict()
+    assert any(not torch.equal(ema[k], raw[k]) for k in ema)

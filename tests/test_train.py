@@ -1,0 +1,120 @@
+"""Training: files written, exact resume, clear refusals."""
+
+import csv
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+
+from ddpm_lib import train as train_module
+from ddpm_lib.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from ddpm_lib.train import TrainConfig, train
+
+
+def tiny_config(data_path: Path, out: Path, **overrides) -> TrainConfig:
+    """A configuration that trains in seconds on the CPU: 40 images, 5 steps an epoch."""
+    values = dict(
+        data_path=str(data_path), epochs=2, batch_size=8, timesteps=50, base_dim=8,
+        time_emb_dim=16, checkpoint_dir=str(out / "checkpoints"), sample_dir=str(out / "samples"),
+        save_interval=1, sample_interval=4, sample_steps=3, num_eval_images=16, device="cpu",
+    )
+    values.update(overrides)
+    return TrainConfig(**values)
+
+
+def states_equal(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_training_writes_checkpoints_logs_and_samples(tiny_mnist_rgb, tmp_path):
+    result = train(tiny_config(tiny_mnist_rgb, tmp_path))
+    checkpoints = tmp_path / "checkpoints"
+    assert result.steps == 10 and result.epochs_completed == 2
+    for name in ("last.pt", "best_model.pt", "checkpoint_epoch_0001.pt",
+                 "checkpoint_epoch_0002.pt", "train_log.csv", "eval_log.csv"):
+        assert (checkpoints / name).is_file(), name
+    with open(checkpoints / "train_log.csv") as file:
+        rows = list(csv.DictReader(file))
+    assert [int(r["step"]) for r in rows] == list(range(1, 11))
+    assert all(float(r["loss"]) > 0 for r in rows)
+    samples = sorted(p.name for p in (tmp_path / "samples").glob("*.png"))
+    assert samples == ["samples_step_0000004.png", "samples_step_0000008.png",
+                       "samples_step_0000010.png"]
+    state = torch.load(checkpoints / "last.pt", weights_only=True)
+    assert state["step"] == 10 and state["config"]["base_dim"] == 8
+    assert state["version"] and state["model_config"]["base_dim"] == 8
+    best = load_checkpoint(checkpoints / "best_model.pt")
+    assert best["eval_loss"] == best["best_eval_loss"] == result.best_eval_loss
+
+
+@pytest.mark.parametrize("stop_after", [5, 3], ids=["at an epoch end", "mid-epoch"])
+def test_resume_continues_exactly_like_an_uninterrupted_run(tiny_mnist_rgb, tmp_path, stop_after):
+    whole = tiny_config(tiny_mnist_rgb, tmp_path / "whole")
+    train(whole)
+    split = tiny_config(tiny_mnist_rgb, tmp_path / "split", max_steps=stop_after)
+    train(split)
+    train(replace(split, max_steps=0, resume="last"))
+    a = load_checkpoint(tmp_path / "whole" / "checkpoints" / "last.pt")
+    b = load_checkpoint(tmp_path / "split" / "checkpoints" / "last.pt")
+    assert a["step"] == b["step"] == 10
+    assert states_equal(a["model"], b["model"])
+    assert states_equal(a["ema_model"], b["ema_model"])
+    assert a["optimizer"]["state"][0]["exp_avg"].equal(b["optimizer"]["state"][0]["exp_avg"])
+    with open(tmp_path / "split" / "checkpoints" / "train_log.csv") as file:
+        assert [int(r["step"]) for r in csv.DictReader(file)] == list(range(1, 11))
+
+
+def test_an_interrupted_save_leaves_the_old_checkpoint_whole(tmp_path, monkeypatch):
+    path = tmp_path / "last.pt"
+    save_checkpoint({"step": 1}, path)
+
+    def crash(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(torch, "save", crash)
+    with pytest.raises(KeyboardInterrupt):
+        save_checkpoint({"step": 2}, path)
+    assert torch.load(path, weights_only=True)["step"] == 1
+    assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]
+
+
+def test_resume_refuses_a_checkpoint_of_another_configuration(tiny_mnist_rgb, tmp_path):
+    config = tiny_config(tiny_mnist_rgb, tmp_path, epochs=1)
+    train(config)
+    with pytest.raises(CheckpointError, match="base_dim=16 \\(checkpoint: 8\\)"):
+        train(replace(config, base_dim=16, resume="last"))
+
+
+def test_a_corrupt_checkpoint_gets_a_clear_error(tmp_path):
+    path = tmp_path / "last.pt"
+    save_checkpoint({"step": 1, "model": {}}, path)
+    path.write_bytes(path.read_bytes()[:40])
+    with pytest.raises(CheckpointError, match="truncated, corrupt"):
+        load_checkpoint(path)
+    with pytest.raises(CheckpointError, match="not a ddpm_lib checkpoint"):
+        save_checkpoint({"step": 1}, path)
+        load_checkpoint(path)
+
+
+def test_command_line_reports_bad_input_without_a_traceback(tmp_path, capsys):
+    with pytest.raises(SystemExit, match="error: .*python -m ddpm_lib.data"):
+        train_module.main(["--data_path", str(tmp_path / "missing"), "--device", "cpu"])
+    with pytest.raises(SystemExit, match="--batch_size 64 is larger than the 40"):
+        pass_through = tmp_path / "data"
+        from conftest import write_digit_folder
+
+        write_digit_folder(pass_through)
+        train_module.main(["--data_path", str(pass_through), "--batch_size", "64",
+                           "--device", "cpu", "--checkpoint_dir", str(tmp_path / "c")])
+
+
+def test_command_line_keeps_the_assignment_defaults():
+    args = train_module.build_parser().parse_args([])
+    assert (args.data_path, args.image_size, args.timesteps, args.beta_start, args.beta_end,
+            args.time_emb_dim, args.base_dim, args.epochs, args.batch_size, args.lr,
+            args.checkpoint_dir, args.sample_dir, args.save_interval, args.sample_interval) == (
+        "./data/mnist_rgb", 28, 1000, 0.0001, 0.02, 128, 64, 100, 128, 2e-4,
+        "./checkpoints", "./samples", 10, 500)
+    assert args.resume is None
+    assert train_module.build_parser().parse_args(["--resume"]).resume == "last"
