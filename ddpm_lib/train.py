@@ -476,6 +476,12 @@ def validate(config: TrainConfig, group: ProcessGroup) -> None:
 def load_resume_state(config: TrainConfig) -> dict[str, Any] | None:
     """The checkpoint to resume from (``--resume`` alone means ``checkpoint_dir/last.pt``)."""
     if config.resume is None:
+        existing = Path(config.checkpoint_dir) / "last.pt"
+        if existing.exists():
+            raise ValueError(
+                f"{existing} exists: a new run would overwrite it. Continue that run with "
+                f"--resume, or choose another --checkpoint_dir (or delete the old one)"
+            )
         return None
     path = Path(config.checkpoint_dir) / "last.pt" if config.resume == "last" else Path(config.resume)
     state = load_checkpoint(path)

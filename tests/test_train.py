@@ -86,6 +86,15 @@ def test_resume_refuses_a_checkpoint_of_another_configuration(tiny_mnist_rgb, tm
         train(replace(config, base_dim=16, resume="last"))
 
 
+def test_a_new_run_refuses_to_overwrite_an_earlier_one(tiny_mnist_rgb, tmp_path):
+    config = tiny_config(tiny_mnist_rgb, tmp_path, epochs=1)
+    train(config)
+    before = (tmp_path / "checkpoints" / "last.pt").read_bytes()
+    with pytest.raises(ValueError, match="exists: a new run would overwrite it"):
+        train(config)
+    assert (tmp_path / "checkpoints" / "last.pt").read_bytes() == before
+
+
 def test_a_corrupt_checkpoint_gets_a_clear_error(tmp_path):
     path = tmp_path / "last.pt"
     save_checkpoint({"step": 1, "model": {}}, path)
