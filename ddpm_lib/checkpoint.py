@@ -35,7 +35,7 @@ MODEL_DEFINING_KEYS = (
     "time_emb_dim",
     "base_dim",
 )
-"""Arguments that fix the network or the diffusion: a checkpoint only fits runs that agree on them."""
+"""Arguments that fix the network or the diffusion: a checkpoint fits only runs that agree."""
 
 
 class CheckpointError(ValueError):
@@ -64,7 +64,7 @@ def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Read a checkpoint with ``weights_only=True``; a clear :class:`CheckpointError` if unusable."""
+    """Read a checkpoint with ``weights_only=True``; :class:`CheckpointError` if unusable."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(

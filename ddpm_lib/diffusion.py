@@ -22,7 +22,7 @@ NoisePredictor = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 def extract(values: torch.Tensor, t: torch.Tensor, shape: torch.Size) -> torch.Tensor:
-    """``values[t]`` for a batch of timesteps, shaped (B, 1, 1, …) to broadcast against ``shape``."""
+    """``values[t]`` for a batch of timesteps, shaped (B, 1, 1, …) to broadcast to ``shape``."""
     return values.to(t.device)[t].reshape(len(t), *([1] * (len(shape) - 1)))
 
 
@@ -175,7 +175,9 @@ def ddim_sample(
         alpha_bar_prev = alphas_cumprod[taus[i + 1]] if i + 1 < len(taus) else x.new_tensor(1.0)
         # Recompute ε from the clipped x̂_0, so the update stays consistent with it.
         eps = (x - alpha_bar.sqrt() * x0) / (1 - alpha_bar).sqrt()
-        sigma = eta * ((1 - alpha_bar_prev) / (1 - alpha_bar) * (1 - alpha_bar / alpha_bar_prev)).sqrt()
+        sigma = eta * (
+            (1 - alpha_bar_prev) / (1 - alpha_bar) * (1 - alpha_bar / alpha_bar_prev)
+        ).sqrt()
         x = alpha_bar_prev.sqrt() * x0 + (1 - alpha_bar_prev - sigma**2).clamp(min=0).sqrt() * eps
         if eta > 0 and i + 1 < len(taus):
             x = x + sigma * torch.randn(x.shape, device=x.device, generator=generator)

@@ -130,7 +130,7 @@ def generate_images(
         with autocast_for(device):
             images, _ = sample(loaded.model, loaded.schedule, (len(paths), 3, size, size),
                                sampler, sampling_steps, generator, device)
-        for pixels, path in zip(to_uint8(images), paths):
+        for pixels, path in zip(to_uint8(images), paths, strict=True):
             write_png(pixels, path, metadata)
         written += len(paths)
     synchronize(device)

@@ -129,7 +129,7 @@ def make_schedule(
     beta_start: float = 1e-4,
     beta_end: float = 0.02,
 ) -> NoiseSchedule:
-    """The :class:`NoiseSchedule` called ``name`` ("linear" or "cosine") over ``timesteps`` steps."""
+    """The :class:`NoiseSchedule` called ``name`` ("linear" or "cosine") of ``timesteps`` steps."""
     if name == "linear":
         return NoiseSchedule.from_betas(linear_beta_schedule(timesteps, beta_start, beta_end))
     if name == "cosine":

@@ -284,7 +284,9 @@ def _train(
     ema = AveragedModel(
         model, multi_avg_fn=get_ema_multi_avg_fn(config.ema_decay), use_buffers=True
     )
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=config.lr, weight_decay=config.weight_decay
+    )
     schedule = config.noise_schedule().to(device)
 
     step, best_eval_loss = 0, math.inf
@@ -420,7 +422,7 @@ def _train(
                     f"{images_seen / max(train_seconds, 1e-9):,.0f} images/s"
                 )
             if group.world_size > 1:
-                dist.barrier()
+                check_replicas_identical(model, group)
     except KeyboardInterrupt:
         if group.is_main:
             flush_losses()
@@ -443,6 +445,18 @@ def _train(
         checkpoint_dir=checkpoint_dir,
         sample_dir=sample_dir,
     )
+
+
+def check_replicas_identical(model: torch.nn.Module, group: ProcessGroup) -> None:
+    """Under DistributedDataParallel every process must hold the same weights: verify it."""
+    weights = torch.cat([p.detach().flatten() for p in model.parameters()])
+    gathered = [torch.empty_like(weights) for _ in range(group.world_size)]
+    dist.all_gather(gathered, weights)
+    differing = [rank for rank, other in enumerate(gathered) if not torch.equal(other, weights)]
+    if differing:
+        raise RuntimeError(f"rank {group.rank}: weights differ from ranks {differing}")
+    if group.is_main:
+        print(f"weights identical on all {group.world_size} processes")
 
 
 def synchronize(device: torch.device) -> None:
@@ -483,7 +497,8 @@ def load_resume_state(config: TrainConfig) -> dict[str, Any] | None:
                 f"--resume, or choose another --checkpoint_dir (or delete the old one)"
             )
         return None
-    path = Path(config.checkpoint_dir) / "last.pt" if config.resume == "last" else Path(config.resume)
+    last = Path(config.checkpoint_dir) / "last.pt"
+    path = last if config.resume == "last" else Path(config.resume)
     state = load_checkpoint(path)
     check_compatible(state["config"], {key: getattr(config, key) for key in MODEL_DEFINING_KEYS},
                      path)

@@ -1,4 +1,4 @@
-"""Shared fixtures: small synthetic data made by the tests, and the real MNIST copy where present."""
+"""Shared fixtures: small data made by the tests, and the real MNIST copy where present."""
 
 import os
 from pathlib import Path
@@ -12,7 +12,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.fixture
 def mnist_dir() -> Path:
-    """The folder holding the real MNIST idx files (``MNIST_DIR``, default ``../shared/data/mnist``)."""
+    """The real MNIST idx files' folder (``MNIST_DIR``, default ``../shared/data/mnist``)."""
     path = Path(os.environ.get("MNIST_DIR", REPO_ROOT.parent / "shared" / "data" / "mnist"))
     if not (path / "train-images-idx3-ubyte.gz").exists() and not (
         path / "train-images-idx3-ubyte"

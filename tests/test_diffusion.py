@@ -119,7 +119,7 @@ def test_samplers_are_deterministic_under_a_seed(tiny_model, sampler):
 def test_ddim_timesteps_are_descending_and_end_at_zero():
     taus = ddim_timesteps(1000, 50)
     assert len(taus) == 50 and taus[0] == 999 and taus[-1] == 0
-    assert all(a > b for a, b in zip(taus, taus[1:]))
+    assert all(a > b for a, b in zip(taus[:-1], taus[1:], strict=True))
     with pytest.raises(ValueError, match="steps"):
         ddim_timesteps(10, 11)
 
