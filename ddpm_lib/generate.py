@@ -31,8 +31,8 @@ from .checkpoint import MODEL_DEFINING_KEYS, build_model, check_compatible, load
 from .diffusion import ddim_timesteps, sample
 from .model import UNet
 from .plots import plot_diffusion_process, save_figure
+from .runtime import Stream, autocast_for, generator_for, pick_device, synchronize
 from .schedule import NoiseSchedule, make_schedule
-from .train import autocast_for, generator_for, pick_device, synchronize
 
 
 @dataclass
@@ -126,7 +126,7 @@ def generate_images(
         paths = [output_dir / image_name(i) for i in indices]
         if all(path.exists() for path in paths):
             continue
-        generator = generator_for(seed, 6, batch, device=device)
+        generator = generator_for(seed, Stream.GENERATE, batch, device=device)
         with autocast_for(device):
             images, _ = sample(loaded.model, loaded.schedule, (len(paths), 3, size, size),
                                sampler, sampling_steps, generator, device)
@@ -174,7 +174,7 @@ def visualize_process(
     timesteps = visualization_timesteps(
         loaded.schedule.num_timesteps, sampler, sampling_steps, columns
     )
-    generator = generator_for(seed, 7, device=torch.device(device))
+    generator = generator_for(seed, Stream.VISUALIZE, device=torch.device(device))
     with autocast_for(torch.device(device)):
         _, steps = sample(loaded.model, loaded.schedule, (num_samples, 3, size, size), sampler,
                           sampling_steps, generator, device, return_steps=timesteps,

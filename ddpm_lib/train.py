@@ -20,7 +20,6 @@ import math
 import os
 import time
 from collections.abc import Callable
-from contextlib import nullcontext
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -42,6 +41,7 @@ from .checkpoint import (
 from .data import MnistRGBFolder
 from .diffusion import diffusion_loss, q_sample, sample
 from .model import UNet, UNetConfig
+from .runtime import Stream, autocast_for, generator_for, pick_device, stream_seed, synchronize
 from .schedule import SCHEDULES, NoiseSchedule, make_schedule
 
 
@@ -129,26 +129,6 @@ def start_processes(device_choice: str) -> tuple[ProcessGroup, torch.device]:
     return group, device
 
 
-def pick_device(choice: str = "auto", local_rank: int = 0) -> torch.device:
-    """``auto``: CUDA (this process's GPU), then Apple's MPS, then the CPU."""
-    if choice != "auto":
-        return torch.device(choice)
-    if torch.cuda.is_available():
-        torch.cuda.set_device(local_rank)
-        return torch.device("cuda", local_rank)
-    if torch.backends.mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
-
-
-def generator_for(seed: int, *streams: int, device: torch.device | str = "cpu") -> torch.Generator:
-    """A generator seeded from ``seed`` and stream numbers (step, rank…): resumable by design."""
-    mixed = seed
-    for stream in streams:
-        mixed = (mixed * 1_000_003 + stream + 1) % (2**63)
-    return torch.Generator(device=device).manual_seed(mixed)
-
-
 # ----------------------------------------------------------------------------- logs
 
 
@@ -188,7 +168,8 @@ def fixed_eval_loss(
     the noise comes from a generator seeded with ``seed``. This is the checkpoints' "best".
     """
     count = len(images)
-    noise = torch.randn(images.shape, generator=generator_for(seed, 1)).to(images.device)
+    noise = torch.randn(images.shape, generator=generator_for(seed, Stream.EVAL_NOISE))
+    noise = noise.to(images.device)
     timesteps = (torch.arange(count) * schedule.num_timesteps // count).to(images.device)
     total = 0.0
     for start in range(0, count, batch_size):
@@ -206,13 +187,6 @@ def to_model_range(images: torch.Tensor) -> torch.Tensor:
     return images.float() / 127.5 - 1.0
 
 
-def autocast_for(device: torch.device):
-    """bf16 autocast on CUDA; full precision elsewhere."""
-    if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return nullcontext()
-
-
 def save_sample_grid(
     model: torch.nn.Module,
     schedule: NoiseSchedule,
@@ -222,7 +196,7 @@ def save_sample_grid(
     count: int = 64,
 ) -> Path:
     """Sample ``count`` images with fixed noise (the same at every call) and save an 8-wide grid."""
-    generator = generator_for(config.seed, 2, device=device)
+    generator = generator_for(config.seed, Stream.SAMPLE_GRID, device=device)
     shape = (count, 3, config.image_size, config.image_size)
     with autocast_for(device):
         images, _ = sample(
@@ -274,7 +248,7 @@ def _train(
         )
     images = images.to(device)
     eval_images = images[
-        torch.randperm(len(images), generator=generator_for(config.seed, 3))[
+        torch.randperm(len(images), generator=generator_for(config.seed, Stream.EVAL_IMAGES))[
             : config.num_eval_images
         ].to(device)
     ]
@@ -372,25 +346,28 @@ def _train(
                 on_progress({"kind": "loss", "rows": rows})
         return values[-1]
 
+    noise_generator = torch.Generator(device=device)
     last_loss, eval_loss = math.nan, math.nan
     images_seen, train_seconds = 0, 0.0
     model.train()
     try:
         while step < total_steps:
             epoch = step // steps_per_epoch
-            order = torch.randperm(len(images), generator=generator_for(config.seed, 4, epoch))
-            order = order.to(device)
+            order_generator = generator_for(config.seed, Stream.EPOCH_ORDER, epoch)
+            order = torch.randperm(len(images), generator=order_generator).to(device)
             first_batch = step % steps_per_epoch
             last_batch = min(steps_per_epoch, first_batch + total_steps - step)
             bar = tqdm(range(first_batch, last_batch), desc=f"epoch {epoch + 1}/{config.epochs}",
-                       initial=first_batch, total=steps_per_epoch, disable=not group.is_main,
+                       initial=first_batch, total=last_batch, disable=not group.is_main,
                        leave=False)
             synchronize(device)
             started = time.perf_counter()
             for batch in bar:
                 indices = order[batch * config.batch_size : (batch + 1) * config.batch_size]
                 x0 = to_model_range(images[indices[group.rank :: group.world_size]])
-                noise_generator = generator_for(config.seed, 5, step, group.rank, device=device)
+                noise_generator.manual_seed(
+                    stream_seed(config.seed, Stream.TRAIN_NOISE, step, group.rank)
+                )
                 with autocast_for(device):
                     loss = diffusion_loss(trained, schedule, x0, noise_generator)
                 optimizer.zero_grad(set_to_none=True)
@@ -457,12 +434,6 @@ def check_replicas_identical(model: torch.nn.Module, group: ProcessGroup) -> Non
         raise RuntimeError(f"rank {group.rank}: weights differ from ranks {differing}")
     if group.is_main:
         print(f"weights identical on all {group.world_size} processes")
-
-
-def synchronize(device: torch.device) -> None:
-    """Wait for queued GPU work, so wall-clock timings measure it."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def validate(config: TrainConfig, group: ProcessGroup) -> None:

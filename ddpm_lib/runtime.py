@@ -1,0 +1,58 @@
+"""Where and how the work runs: the device, mixed precision, and seeded random streams."""
+
+from __future__ import annotations
+
+from contextlib import AbstractContextManager, nullcontext
+from enum import IntEnum
+
+import torch
+
+
+class Stream(IntEnum):
+    """Independent random streams: each draw in the workbook comes from one of these."""
+
+    EVAL_NOISE = 1
+    SAMPLE_GRID = 2
+    EVAL_IMAGES = 3
+    EPOCH_ORDER = 4
+    TRAIN_NOISE = 5
+    GENERATE = 6
+    VISUALIZE = 7
+
+
+def stream_seed(seed: int, *streams: int) -> int:
+    """Mix ``seed`` with stream numbers (a :class:`Stream`, then step, rank …) into one seed."""
+    mixed = seed
+    for stream in streams:
+        mixed = (mixed * 1_000_003 + int(stream) + 1) % (2**63)
+    return mixed
+
+
+def generator_for(seed: int, *streams: int, device: torch.device | str = "cpu") -> torch.Generator:
+    """A generator seeded by :func:`stream_seed`: the same arguments give the same draws."""
+    return torch.Generator(device=device).manual_seed(stream_seed(seed, *streams))
+
+
+def pick_device(choice: str = "auto", local_rank: int = 0) -> torch.device:
+    """``auto``: CUDA (this process's GPU), then Apple's MPS, then the CPU."""
+    if choice != "auto":
+        return torch.device(choice)
+    if torch.cuda.is_available():
+        torch.cuda.set_device(local_rank)
+        return torch.device("cuda", local_rank)
+    if torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def autocast_for(device: torch.device) -> AbstractContextManager:
+    """bf16 autocast on CUDA; full precision elsewhere."""
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return nullcontext()
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for queued GPU work, so wall-clock timings measure it."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
