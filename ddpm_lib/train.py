@@ -27,7 +27,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from torch.optim.swa_utils import AveragedModel
 from torchvision.utils import save_image
 from tqdm.auto import tqdm
 
@@ -127,6 +127,23 @@ def start_processes(device_choice: str) -> tuple[ProcessGroup, torch.device]:
     if world_size > 1 and not dist.is_initialized():
         dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
     return group, device
+
+
+def ema_update_with_warmup(decay: float) -> Callable:
+    """The EMA update θ̄ ← β θ̄ + (1 - β) θ with β = min(decay, (1 + n) / (10 + n)) after n updates.
+
+    A fixed β = 0.999 would leave the average dominated by the random initial weights for the
+    first thousand steps; the warm-up lets it follow the weights closely early in training.
+    For ``torch.optim.swa_utils.AveragedModel(multi_avg_fn=...)``.
+    """
+
+    def update(averaged: list[torch.Tensor], current: list[torch.Tensor], num_averaged) -> None:
+        n = int(num_averaged)
+        beta = min(decay, (1 + n) / (10 + n))
+        for average, value in zip(averaged, current, strict=True):
+            average.lerp_(value, 1 - beta)
+
+    return update
 
 
 # ----------------------------------------------------------------------------- logs
@@ -256,7 +273,7 @@ def _train(
     torch.manual_seed(config.seed)
     model = UNet(config.model_config()).to(device)
     ema = AveragedModel(
-        model, multi_avg_fn=get_ema_multi_avg_fn(config.ema_decay), use_buffers=True
+        model, multi_avg_fn=ema_update_with_warmup(config.ema_decay), use_buffers=True
     )
     optimizer = torch.optim.AdamW(
         model.parameters(), lr=config.lr, weight_decay=config.weight_decay

@@ -8,6 +8,8 @@ distances are not FIDs; they only show that equal sets give 0 and different sets
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import partialmethod
 from pathlib import Path
 from urllib.error import URLError
@@ -26,12 +28,12 @@ from ddpm_lib import fid
 DIMS = 64  # first max-pooling block of pytorch-fid's InceptionV3: the fastest valid feature block
 
 
-@pytest.fixture(scope="module")
-def random_init_inception() -> inception.InceptionV3:
-    """pytorch-fid's InceptionV3 with seeded RANDOM weights, NOT the FID weights.
+@contextmanager
+def random_inception_weights(seed: int) -> Iterator[None]:
+    """Inside, pytorch-fid builds its Inception with seeded RANDOM weights, NOT the FID weights.
 
     The weight "download" returns an empty state dict and torchvision's Inception3 loads it
-    non-strictly, so every layer keeps PyTorch's default initialisation from ``manual_seed(0)``.
+    non-strictly, so every layer keeps PyTorch's default initialisation from ``manual_seed``.
     """
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(inception, "load_state_dict_from_url", lambda *args, **kwargs: {})
@@ -40,7 +42,14 @@ def random_init_inception() -> inception.InceptionV3:
             "load_state_dict",
             partialmethod(torch.nn.Module.load_state_dict, strict=False),
         )
-        torch.manual_seed(0)
+        torch.manual_seed(seed)
+        yield
+
+
+@pytest.fixture(scope="module")
+def random_init_inception() -> inception.InceptionV3:
+    """pytorch-fid's InceptionV3 architecture with seeded random weights: plumbing only."""
+    with random_inception_weights(seed=0):
         return inception.InceptionV3([inception.InceptionV3.BLOCK_INDEX_BY_DIM[DIMS]]).eval()
 
 
@@ -273,14 +282,7 @@ def test_local_weights_are_loaded_without_network(
     offline_torch_hub: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A weights file (random ones here) whose hash matches the URL's prefix is used offline."""
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(inception, "load_state_dict_from_url", lambda *args, **kwargs: {})
-        patch.setattr(
-            Inception3,
-            "load_state_dict",
-            partialmethod(torch.nn.Module.load_state_dict, strict=False),
-        )
-        torch.manual_seed(1)
+    with random_inception_weights(seed=1):
         weights = inception.fid_inception_v3().state_dict()
     weights_path = tmp_path / "downloaded_elsewhere.pth"
     torch.save(weights, weights_path)

@@ -127,3 +127,15 @@ def test_command_line_keeps_the_assignment_defaults():
         "./checkpoints", "./samples", 10, 500)
     assert args.resume is None
     assert train_module.build_parser().parse_args(["--resume"]).resume == "last"
+
+
+def test_ema_warms_up_then_keeps_its_decay():
+    from ddpm_lib.train import ema_update_with_warmup
+
+    update = ema_update_with_warmup(0.999)
+    average, value = [torch.zeros(1)], [torch.ones(1)]
+    update(average, value, torch.tensor(0))  # β = 1/10: the average moves 90 % of the way
+    assert average[0].item() == pytest.approx(0.9)
+    average = [torch.zeros(1)]
+    update(average, value, torch.tensor(100_000))  # β = min(0.999, …) = 0.999
+    assert average[0].item() == pytest.approx(0.001)
