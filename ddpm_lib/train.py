@@ -404,8 +404,10 @@ def _train(
                                      sample_dir / f"samples_step_{step:07d}.png")
                     started += time.perf_counter() - sampling_started  # not training time
             synchronize(device)
-            train_seconds += time.perf_counter() - started
-            images_seen += (last_batch - first_batch) * per_rank * group.world_size
+            epoch_seconds = time.perf_counter() - started
+            epoch_images = (last_batch - first_batch) * per_rank * group.world_size
+            train_seconds += epoch_seconds
+            images_seen += epoch_images
             last_loss = flush_losses() if pending_losses else last_loss
             if group.is_main:
                 finished = step >= total_steps
@@ -413,7 +415,7 @@ def _train(
                 print(
                     f"epoch {step / steps_per_epoch:.2f}/{config.epochs}: loss {last_loss:.4f}, "
                     f"EMA eval loss {eval_loss:.4f} (best {best_eval_loss:.4f}), "
-                    f"{images_seen / max(train_seconds, 1e-9):,.0f} images/s"
+                    f"{epoch_images / max(epoch_seconds, 1e-9):,.0f} images/s"
                 )
             if group.world_size > 1:
                 check_replicas_identical(model, group)

@@ -108,7 +108,8 @@ def test_a_corrupt_checkpoint_gets_a_clear_error(tmp_path):
 
 def test_command_line_reports_bad_input_without_a_traceback(tmp_path, capsys):
     with pytest.raises(SystemExit, match="error: .*python -m ddpm_lib.data"):
-        train_module.main(["--data_path", str(tmp_path / "missing"), "--device", "cpu"])
+        train_module.main(["--data_path", str(tmp_path / "missing"), "--device", "cpu",
+                           "--checkpoint_dir", str(tmp_path / "c")])
     with pytest.raises(SystemExit, match="--batch_size 64 is larger than the 40"):
         pass_through = tmp_path / "data"
         from conftest import write_digit_folder
