@@ -333,8 +333,9 @@ def _train(
                           "best": int(is_best)}])
         state = checkpoint_state(eval_loss)
         save_checkpoint(state, checkpoint_dir / "last.pt")
-        if is_best:
-            save_checkpoint(state, checkpoint_dir / "best_model.pt")
+        if is_best:  # for sampling: no optimizer state, half the size
+            sampling_state = {k: v for k, v in state.items() if k != "optimizer"}
+            save_checkpoint(sampling_state, checkpoint_dir / "best_model.pt")
         whole_epochs = step // steps_per_epoch
         if step % steps_per_epoch == 0 and whole_epochs % config.save_interval == 0:
             save_checkpoint(state, checkpoint_dir / f"checkpoint_epoch_{whole_epochs:04d}.pt")
@@ -494,7 +495,10 @@ def load_resume_state(config: TrainConfig) -> dict[str, Any] | None:
                      path)
     for key in ("optimizer", "ema_num_averaged", "best_eval_loss"):
         if key not in state:
-            raise CheckpointError(f"{path} holds no {key}: it cannot resume training")
+            raise CheckpointError(
+                f"{path} holds no {key}: it cannot resume training (best_model.pt keeps only "
+                f"what sampling needs; resume from last.pt or a checkpoint_epoch_XXXX.pt)"
+            )
     return state
 
 

@@ -46,6 +46,7 @@ def test_training_writes_checkpoints_logs_and_samples(tiny_mnist_rgb, tmp_path):
     assert state["version"] and state["model_config"]["base_dim"] == 8
     best = load_checkpoint(checkpoints / "best_model.pt")
     assert best["eval_loss"] == best["best_eval_loss"] == result.best_eval_loss
+    assert "optimizer" not in best and "optimizer" in state
 
 
 @pytest.mark.parametrize("stop_after", [5, 3], ids=["at an epoch end", "mid-epoch"])
@@ -84,6 +85,14 @@ def test_resume_refuses_a_checkpoint_of_another_configuration(tiny_mnist_rgb, tm
     train(config)
     with pytest.raises(CheckpointError, match="base_dim=16 \\(checkpoint: 8\\)"):
         train(replace(config, base_dim=16, resume="last"))
+
+
+def test_best_model_cannot_resume_and_says_what_can(tiny_mnist_rgb, tmp_path):
+    config = tiny_config(tiny_mnist_rgb, tmp_path, epochs=1)
+    train(config)
+    best = str(tmp_path / "checkpoints" / "best_model.pt")
+    with pytest.raises(CheckpointError, match="resume from last.pt"):
+        train(replace(config, epochs=2, resume=best))
 
 
 def test_a_new_run_refuses_to_overwrite_an_earlier_one(tiny_mnist_rgb, tmp_path):
