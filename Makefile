@@ -1,6 +1,7 @@
 # The workbook's two jobs, on a fresh machine:
 #   make run    set up .venv, build data/mnist_rgb, train, generate (full on a GPU, small on a CPU)
-#   make test   set up .venv with the test tools and run the test suite
+#   make test   set up .venv with the test tools and run the tests: unit tests, then the four
+#               notebooks under nbval in fast mode (DDPM_FAST=1: small numbers, same code)
 # Offline? Point MNIST_DIR at a folder with the MNIST idx files (or a copy of mnist.zip):
 #   make run MNIST_DIR=../shared/data/mnist
 
@@ -20,13 +21,13 @@ TRAIN_ARGS = $(if $(filter 1,$(HAS_GPU)),,$(CPU_TRAIN_ARGS))
 GENERATE_ARGS = $(if $(filter 1,$(HAS_GPU)),,$(CPU_GENERATE_ARGS))
 VISUALIZE_ARGS = $(if $(filter 1,$(HAS_GPU)),,--sampler ddim --sampling_steps 50)
 
-.PHONY: run test setup setup-test data train generate lint clean
+.PHONY: run test setup setup-test setup-dev data train generate lint pin-notebooks clean
 
 run: setup
 	$(MAKE) data train generate
 
 test: setup-test
-	$(PY) -m pytest
+	DDPM_FAST=1 $(PY) -m pytest
 
 $(VENV)/bin/activate:
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +38,9 @@ setup: $(VENV)/bin/activate
 
 setup-test: $(VENV)/bin/activate
 	$(PY) -m pip install -e ".[test]"
+
+setup-dev: $(VENV)/bin/activate
+	$(PY) -m pip install -e ".[dev]"
 
 data:
 	@if [ -d $(DATA) ]; then \
@@ -56,7 +60,11 @@ generate:
 	  --output_dir ./diffusion_visualization --mode visualize $(VISUALIZE_ARGS)
 
 lint:
-	$(PY) -m ruff check ddpm_lib tests
+	$(PY) -m ruff check ddpm_lib tests tools
+
+# After editing a notebook: rerun it in fast mode, keep only the outputs nbval pins.
+pin-notebooks: setup-dev
+	DDPM_FAST=1 $(PY) tools/pin_notebook_outputs.py notebooks/*.ipynb
 
 clean:
-	rm -rf $(CHECKPOINTS) samples generated_images diffusion_visualization
+	rm -rf $(CHECKPOINTS) samples generated_images diffusion_visualization runs

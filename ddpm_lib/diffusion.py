@@ -39,6 +39,22 @@ def q_sample(
     )
 
 
+def iterate_forward_chain(
+    schedule: NoiseSchedule, x0: torch.Tensor, steps: int, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """Run the chain one step at a time (DDPM eq. 2): for s = 1 … ``steps``,
+
+    x_s = √(1-β_s) · x_{s-1} + √β_s · ε_s,   ε_s ~ N(0, I).
+
+    Slow on purpose: it is what :func:`q_sample` jumps over in closed form.
+    """
+    x = x0
+    for s in range(steps):
+        noise = torch.randn(x.shape, generator=generator, dtype=x.dtype)
+        x = (1 - schedule.betas[s]).sqrt() * x + schedule.betas[s].sqrt() * noise
+    return x
+
+
 def predict_x0_from_eps(
     schedule: NoiseSchedule, x_t: torch.Tensor, t: torch.Tensor, eps: torch.Tensor
 ) -> torch.Tensor:

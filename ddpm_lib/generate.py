@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from matplotlib.figure import Figure
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 from torchvision.utils import save_image
@@ -153,23 +154,16 @@ def visualization_timesteps(
     return [visited[i] for i in picks]
 
 
-def visualize_process(
+def sample_process(
     loaded: LoadedCheckpoint,
-    output_dir: str | Path,
     num_samples: int = 8,
     columns: int = 8,
     sampler: str = "ddpm",
     sampling_steps: int = 50,
     seed: int = 0,
     device: torch.device | str = "cpu",
-) -> list[Path]:
-    """The report's figure: ``num_samples`` rows × ``columns`` timesteps from noise to image.
-
-    Writes ``diffusion_process.png`` (the bare image grid, as the assignment's code did) and
-    ``diffusion_process_labeled.png``/``.pdf`` (with the timestep over each column).
-    """
-    output_dir = Path(output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
+) -> tuple[list[int], dict[int, torch.Tensor]]:
+    """Sample ``num_samples`` images, keeping x_t at ``columns`` timesteps from T down to 0."""
     size = loaded.config["image_size"]
     timesteps = visualization_timesteps(
         loaded.schedule.num_timesteps, sampler, sampling_steps, columns
@@ -179,11 +173,34 @@ def visualize_process(
         _, steps = sample(loaded.model, loaded.schedule, (num_samples, 3, size, size), sampler,
                           sampling_steps, generator, device, return_steps=timesteps,
                           progress=True)
+    return timesteps, {t: x.float().cpu() for t, x in steps.items()}
+
+
+def visualize_process(
+    loaded: LoadedCheckpoint,
+    output_dir: str | Path,
+    num_samples: int = 8,
+    columns: int = 8,
+    sampler: str = "ddpm",
+    sampling_steps: int = 50,
+    seed: int = 0,
+    device: torch.device | str = "cpu",
+) -> tuple[list[Path], Figure]:
+    """The report's figure: ``num_samples`` rows × ``columns`` timesteps from noise to image.
+
+    Writes ``diffusion_process.png`` (the bare image grid, as the assignment's code did) and
+    ``diffusion_process_labeled.png``/``.pdf`` (with the timestep over each column); returns
+    their paths and the labelled figure.
+    """
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    timesteps, steps = sample_process(loaded, num_samples, columns, sampler, sampling_steps, seed,
+                                      device)
     grid = torch.stack([steps[t].float() for t in timesteps], dim=1)  # (samples, columns, …)
     grid_path = output_dir / "diffusion_process.png"
     save_image((grid.flatten(0, 1) + 1) / 2, grid_path, nrow=columns)
     figure = plot_diffusion_process(steps, timesteps, num_samples)
-    return [grid_path, *save_figure(figure, output_dir / "diffusion_process_labeled")]
+    return [grid_path, *save_figure(figure, output_dir / "diffusion_process_labeled")], figure
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -231,7 +248,7 @@ def main(argv: list[str] | None = None) -> None:
                   f"{args.output_dir} in {report['seconds']:.1f} s = "
                   f"{report['images_per_second']:.1f} images/s")
         else:
-            paths = visualize_process(loaded, args.output_dir, sampler=args.sampler,
+            paths, _ = visualize_process(loaded, args.output_dir, sampler=args.sampler,
                                       sampling_steps=args.sampling_steps, seed=args.seed,
                                       device=device)
             print("wrote " + ", ".join(str(p) for p in paths))

@@ -8,6 +8,7 @@ from ddpm_lib.diffusion import (
     ddim_timesteps,
     ddpm_sample,
     diffusion_loss,
+    iterate_forward_chain,
     predict_x0_from_eps,
     q_posterior_mean_variance,
     q_sample,
@@ -33,10 +34,7 @@ def test_q_sample_has_the_closed_form_mean_and_variance():
 def test_closed_form_agrees_with_iterating_the_chain():
     """x_t from t single steps x_s = √(1-β_s) x_{s-1} + √β_s ε has the closed form's statistics."""
     generator = torch.Generator().manual_seed(1)
-    x = torch.full((50000,), -0.4)
-    for s in range(300):
-        beta = SCHEDULE.betas[s]
-        x = (1 - beta).sqrt() * x + beta.sqrt() * torch.randn(x.shape, generator=generator)
+    x = iterate_forward_chain(SCHEDULE, torch.full((50000,), -0.4), 300, generator)
     alpha_bar = SCHEDULE.alphas_cumprod[299].item()
     assert x.mean().item() == pytest.approx(alpha_bar**0.5 * -0.4, abs=0.01)
     assert x.var().item() == pytest.approx(1 - alpha_bar, abs=0.01)
