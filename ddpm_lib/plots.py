@@ -286,10 +286,12 @@ class LiveLossPlot:
 def plot_results_table(rows: Sequence[tuple[str, str]], title: str = "Results") -> plt.Figure:
     """A two-column table (quantity, value) drawn as a figure for the report."""
     use_style()
-    fig, ax = plt.subplots(figsize=(6, 0.3 * len(rows) + 0.6))
+    width = 2.2 + 0.1 * max(len(str(value)) for _, value in rows)  # inches, for 9-pt text
+    fig, ax = plt.subplots(figsize=(width, 0.3 * len(rows) + 0.6))
     ax.set_axis_off()
     table = ax.table(cellText=[list(row) for row in rows], colLabels=["", "value"],
-                     loc="center", cellLoc="left", colLoc="left")
+                     loc="center", cellLoc="left", colLoc="left",
+                     colWidths=[2.0 / width, 1 - 2.0 / width])
     table.auto_set_font_size(False)
     table.set_fontsize(9)
     table.scale(1, 1.3)
