@@ -175,26 +175,13 @@ def plot_forward_step(
     axes[2].legend(loc="upper right")
 
 
-def forward_view(
-    x0: torch.Tensor, schedule: NoiseSchedule, t: int, seed: int = 0
-) -> plt.Figure:
-    """x_0 next to one draw of x_t ~ q(x_t | x_0) at 1-based step ``t``, with their histograms."""
-    use_style()
-    noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(seed))
-    x_t = q_sample(schedule, x0[None], torch.tensor([t - 1]), noise[None])[0]
-    fig, axes = plt.subplots(1, 3, figsize=(8, 2.6), gridspec_kw={"width_ratios": [1, 1, 2]})
-    plot_forward_step(x0, x_t, t, axes)
-    fig.tight_layout()
-    return fig
-
-
 def plot_forward_views(
     x0: torch.Tensor, schedule: NoiseSchedule, timesteps: Sequence[int], seed: int = 0
 ) -> plt.Figure:
-    """The slider's view (x_0, x_t, histograms) at each of ``timesteps``, one row each."""
+    """x_0, one draw of x_t ~ q(x_t | x_0) and both histograms, a row per 1-based step ``t``."""
     use_style()
-    fig, axes = plt.subplots(len(timesteps), 3, figsize=(8, 2.2 * len(timesteps)),
-                             gridspec_kw={"width_ratios": [1, 1, 2]})
+    fig, axes = plt.subplots(len(timesteps), 3, figsize=(8, 2.4 * len(timesteps)),
+                             squeeze=False, gridspec_kw={"width_ratios": [1, 1, 2]})
     for row, t in zip(axes, timesteps, strict=True):
         noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(seed))
         x_t = q_sample(schedule, x0[None], torch.tensor([t - 1]), noise[None])[0]

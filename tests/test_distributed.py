@@ -39,5 +39,8 @@ def test_two_gloo_processes_train_identical_replicas_and_resume(tiny_mnist_rgb, 
     with open(checkpoints / "train_log.csv") as file:
         steps = [int(row["step"]) for row in csv.DictReader(file)]
     assert steps == list(range(1, 11))  # one writer: no step logged twice
+    assert sorted(p.name for p in (tmp_path / "samples").glob("*.png")) == [
+        "samples_step_0000003.png", "samples_step_0000004.png", "samples_step_0000008.png",
+        "samples_step_0000010.png"]
     assert sorted(p.name for p in checkpoints.glob("*.pt")) == [
         "best_model.pt", "checkpoint_epoch_0001.pt", "checkpoint_epoch_0002.pt", "last.pt"]
