@@ -635,6 +635,22 @@ def prepare_idx_files(
     print(f"{'verified and ' if checksums else ''}decompressed the idx files into {raw_dir}")
 
 
+def load_mnist_idx(
+    source_dir: str | Path, train: bool = True, download_root: str | Path = DEFAULT_DOWNLOAD_DIR
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """MNIST from local idx files (sha256-checked): (N, 1, 28, 28) uint8 images, (N,) labels.
+
+    ``train=False`` reads the 10,000 test images, which must then be in ``source_dir`` too.
+    """
+    raw_dir = Path(download_root) / "MNIST" / "raw"
+    prepare_idx_files(Path(source_dir), raw_dir)
+    names = TRAIN_IDX_FILES if train else TEST_IDX_FILES
+    if not (raw_dir / names[0]).exists():
+        raise FileNotFoundError(f"{source_dir} holds no {names[0]} (.gz or not)")
+    images = read_image_file(str(raw_dir / names[0]))
+    return images[:, None], read_label_file(str(raw_dir / names[1]))
+
+
 def build_from_local_idx(
     out_dir: str | Path,
     source_dir: str | Path,
