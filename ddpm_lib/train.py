@@ -227,6 +227,30 @@ def save_sample_grid(
 # ----------------------------------------------------------------------------- training
 
 
+def optimization_step(
+    trained: torch.nn.Module,
+    ema: AveragedModel,
+    optimizer: torch.optim.Optimizer,
+    schedule: NoiseSchedule,
+    x0: torch.Tensor,
+    generator: torch.Generator,
+    grad_clip: float,
+) -> torch.Tensor:
+    """One step of Algorithm 1 on ``x0``: L_simple (bf16 on CUDA), AdamW, gradient clipping, EMA.
+
+    ``trained`` is the network (or its DistributedDataParallel wrapper); returns the loss.
+    """
+    with autocast_for(x0.device):
+        loss = diffusion_loss(trained, schedule, x0, generator)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_(trained.parameters(), grad_clip)
+    optimizer.step()
+    ema.update_parameters(getattr(trained, "module", trained))
+    return loss
+
+
 def train(
     config: TrainConfig, on_progress: Callable[[dict[str, Any]], None] | None = None
 ) -> TrainResult:
@@ -386,14 +410,8 @@ def _train(
                 noise_generator.manual_seed(
                     stream_seed(config.seed, Stream.TRAIN_NOISE, step, group.rank)
                 )
-                with autocast_for(device):
-                    loss = diffusion_loss(trained, schedule, x0, noise_generator)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                if config.grad_clip > 0:
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-                optimizer.step()
-                ema.update_parameters(model)
+                loss = optimization_step(trained, ema, optimizer, schedule, x0, noise_generator,
+                                         config.grad_clip)
                 step += 1
                 pending_losses.append(loss.detach())
                 if len(pending_losses) >= 50:
