@@ -21,7 +21,6 @@ import time
 from pathlib import Path
 
 import torch
-from torch.optim.swa_utils import AveragedModel
 from torch.utils.flop_counter import FlopCounterMode
 
 from ddpm_lib import __version__
@@ -29,7 +28,7 @@ from ddpm_lib.diffusion import ddim_sample, p_sample
 from ddpm_lib.model import UNet, UNetConfig
 from ddpm_lib.runtime import autocast_for, pick_device, synchronize
 from ddpm_lib.schedule import make_schedule
-from ddpm_lib.train import ema_update_with_warmup, optimization_step
+from ddpm_lib.train import exponential_moving_average, optimization_step
 
 
 def forward_flops(model: UNet, image_size: int) -> int:
@@ -43,7 +42,7 @@ def forward_flops(model: UNet, image_size: int) -> int:
 def time_training(model: UNet, batch_size: int, steps: int, device: torch.device) -> float:
     """Seconds per optimisation step at ``batch_size`` (after two warm-up steps)."""
     schedule = make_schedule("linear", 1000).to(device)
-    ema = AveragedModel(model, multi_avg_fn=ema_update_with_warmup(0.999), use_buffers=True)
+    ema = exponential_moving_average(model, 0.999)
     optimizer = torch.optim.AdamW(model.parameters(), lr=2e-4)
     generator = torch.Generator(device=device).manual_seed(0)
     x0 = torch.rand(batch_size, 3, model.config.image_size, model.config.image_size,

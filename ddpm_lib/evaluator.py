@@ -13,6 +13,7 @@ its weights (``ddpm_lib/weights/digit_classifier.pt``) are made by
 
 from __future__ import annotations
 
+import argparse
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .data import MnistRGBFolder
 from .fid import frechet_distance
 
 WEIGHTS_PATH = Path(__file__).parent / "weights" / "digit_classifier.pt"
@@ -166,10 +168,6 @@ def evaluate_samples(
 
 def main(argv: list[str] | None = None) -> None:
     """``python -m ddpm_lib.evaluator GENERATED_DIR``: the offline digit evaluation of a folder."""
-    import argparse
-
-    from .data import MnistRGBFolder
-
     parser = argparse.ArgumentParser(prog="python -m ddpm_lib.evaluator", description=main.__doc__)
     parser.add_argument("generated_dir", help="folder of 28×28 PNGs (searched recursively)")
     args = parser.parse_args(argv)

@@ -146,6 +146,11 @@ def ema_update_with_warmup(decay: float) -> Callable:
     return update
 
 
+def exponential_moving_average(model: torch.nn.Module, decay: float) -> AveragedModel:
+    """An EMA copy of ``model`` (swa_utils.AveragedModel) updated by ema_update_with_warmup."""
+    return AveragedModel(model, multi_avg_fn=ema_update_with_warmup(decay), use_buffers=True)
+
+
 # ----------------------------------------------------------------------------- logs
 
 
@@ -296,9 +301,7 @@ def _train(
 
     torch.manual_seed(config.seed)
     model = UNet(config.model_config()).to(device)
-    ema = AveragedModel(
-        model, multi_avg_fn=ema_update_with_warmup(config.ema_decay), use_buffers=True
-    )
+    ema = exponential_moving_average(model, config.ema_decay)
     optimizer = torch.optim.AdamW(
         model.parameters(), lr=config.lr, weight_decay=config.weight_decay
     )
