@@ -1,15 +1,17 @@
 """Speed of the workbook's training step and samplers; prints a table and writes JSON.
 
-Training: images/s of ``ddpm_lib.train.optimization_step`` (bf16 on CUDA, AdamW, clipping, EMA)
-on random images at each ``--batch_sizes``, and the model FLOP utilisation (forward FLOPs
-counted by ``torch.utils.flop_counter``, ×3 for forward + backward, against ``--peak_tflops``).
-Sampling: wall time for ``--num_images`` images with DDIM at each ``--ddim_steps``, measured in
-full, and with the T-step DDPM sampler, measured over ``--ddpm_measured_steps`` steps and
-scaled to T (said so in the output). Speed does not depend on the weights, so the network is
-freshly initialised. On a CPU, run it at toy size::
+Training: images/s of ``ddpm_lib.train.optimization_step`` (bf16 on CUDA, fused AdamW,
+clipping, EMA) on random images at each ``--batch_sizes``, the network compiled afresh for each
+batch size unless ``--compile no``, and the model FLOP utilisation (forward FLOPs counted by
+``torch.utils.flop_counter``, ×3 for forward + backward, against ``--peak_tflops``).
+Sampling: wall time for ``--num_images`` images with each ``--samplers`` entry (``ddim:20``,
+``dpm++:10`` …), measured in full, and with the T-step DDPM sampler, measured in full or, with
+``--ddpm_measured_steps N``, over N steps and scaled to T (said so in the output). Speed does
+not depend on the weights, so the network is freshly initialised. On a CPU, at toy size::
 
     python bench/bench_speed.py --device cpu --batch_sizes 8 --train_steps 3 --num_images 16 \\
-        --sample_batch 16 --ddim_steps 2 --ddpm_measured_steps 2 --base_dim 8 --json /tmp/b.json
+        --sample_batch 16 --samplers ddim:2 --ddpm_measured_steps 2 --base_dim 8 \\
+        --json /tmp/b.json
 """
 
 from __future__ import annotations
@@ -24,9 +26,15 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from ddpm_lib import __version__
-from ddpm_lib.diffusion import ddim_sample, p_sample
+from ddpm_lib.diffusion import SAMPLERS, p_sample, sample
 from ddpm_lib.model import UNet, UNetConfig
-from ddpm_lib.runtime import autocast_for, pick_device, synchronize
+from ddpm_lib.runtime import (
+    autocast_for,
+    compile_with_fallback,
+    pick_device,
+    should_compile,
+    synchronize,
+)
 from ddpm_lib.schedule import make_schedule
 from ddpm_lib.train import exponential_moving_average, optimization_step
 
@@ -39,52 +47,75 @@ def forward_flops(model: UNet, image_size: int) -> int:
     return counter.get_total_flops()
 
 
-def time_training(model: UNet, batch_size: int, steps: int, device: torch.device) -> float:
-    """Seconds per optimisation step at ``batch_size`` (after two warm-up steps)."""
+def time_training(model: UNet, batch_size: int, steps: int, device: torch.device,
+                  compile: bool) -> tuple[float, float]:
+    """(seconds per optimisation step at ``batch_size`` after two warm-up steps, seconds spent
+    compiling). The optimizer is AdamW as in ``ddpm_lib.train`` (fused on CUDA)."""
     schedule = make_schedule("linear", 1000).to(device)
     ema = exponential_moving_average(model, 0.999)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=2e-4)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=2e-4, fused=device.type == "cuda")
     generator = torch.Generator(device=device).manual_seed(0)
-    x0 = torch.rand(batch_size, 3, model.config.image_size, model.config.image_size,
-                    device=device) * 2 - 1
+    size = model.config.image_size
+    x0 = torch.rand(batch_size, 3, size, size, device=device) * 2 - 1
+    started = time.perf_counter()
+    trained = model
+    if compile:
+        torch._dynamo.reset()  # a fresh compilation for this batch size, never a recompilation
+        example = (x0, torch.zeros(batch_size, dtype=torch.long, device=device))
+        trained = compile_with_fallback(model, example, backward=True)
+    synchronize(device)
+    compile_seconds = time.perf_counter() - started
     for _ in range(2):
-        optimization_step(model, ema, optimizer, schedule, x0, generator, 1.0)
+        optimization_step(trained, ema, optimizer, schedule, x0, generator, 1.0)
     synchronize(device)
     started = time.perf_counter()
     for _ in range(steps):
-        optimization_step(model, ema, optimizer, schedule, x0, generator, 1.0)
+        optimization_step(trained, ema, optimizer, schedule, x0, generator, 1.0)
     synchronize(device)
-    return (time.perf_counter() - started) / steps
+    return (time.perf_counter() - started) / steps, compile_seconds
 
 
 @torch.no_grad()
 def time_sampling(model: UNet, args: argparse.Namespace, device: torch.device) -> dict:
-    """Wall time for ``num_images`` images: DDIM in full, DDPM per step × T."""
+    """Wall time for ``num_images`` images with each sampler (after compiling and a warm-up)."""
     schedule = make_schedule("linear", args.timesteps).to(device)
     size, results = model.config.image_size, {}
     batches = [min(args.sample_batch, args.num_images - start)
                for start in range(0, args.num_images, args.sample_batch)]
     generator = torch.Generator(device=device).manual_seed(0)
+    started = time.perf_counter()
+    if should_compile(args.compile, device):
+        torch._dynamo.reset()
+        example = (torch.zeros(batches[0], 3, size, size, device=device),
+                   torch.zeros(batches[0], dtype=torch.long, device=device))
+        model = compile_with_fallback(model, example, backward=False)
     with autocast_for(device):
-        ddim_sample(model, schedule, (batches[0], 3, size, size), 2, generator=generator,
-                    device=device)  # warm-up
-        for steps in args.ddim_steps:
+        for count in sorted(set(batches)):  # warm up (and compile) every batch shape
+            sample(model, schedule, (count, 3, size, size), "ddim", 2, generator, device)
+        synchronize(device)
+        results["compile_and_warm_up"] = time.perf_counter() - started
+        for text in args.samplers:
+            name, _, steps = text.partition(":")
+            if name not in SAMPLERS or name == "ddpm" or not steps.isdigit():
+                raise SystemExit(f"--samplers takes ddim:N or dpm++:N, got {text!r}")
             synchronize(device)
             started = time.perf_counter()
             for count in batches:
-                ddim_sample(model, schedule, (count, 3, size, size), steps, generator=generator,
-                            device=device)
+                sample(model, schedule, (count, 3, size, size), name, int(steps), generator,
+                       device)
             synchronize(device)
-            results[f"ddim_{steps}"] = time.perf_counter() - started
+            results[f"{name}_{steps}"] = time.perf_counter() - started
+        measured = args.ddpm_measured_steps or args.timesteps
         synchronize(device)
         started = time.perf_counter()
         for count in batches:
             x = torch.randn(count, 3, size, size, device=device, generator=generator)
-            for t in range(args.ddpm_measured_steps):
-                x = p_sample(model, schedule, x, args.timesteps - 1 - t, generator)
+            for t in range(args.timesteps - 1, args.timesteps - 1 - measured, -1):
+                x = p_sample(model, schedule, x, t, generator)
         synchronize(device)
-        per_step = (time.perf_counter() - started) / args.ddpm_measured_steps
-        results[f"ddpm_{args.timesteps}_extrapolated"] = per_step * args.timesteps
+        seconds = (time.perf_counter() - started) * args.timesteps / measured
+        label = "" if measured == args.timesteps else "_extrapolated"
+        results[f"ddpm_{args.timesteps}{label}"] = seconds
     return results
 
 
@@ -98,8 +129,14 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--train_steps", type=int, default=50)
     parser.add_argument("--num_images", type=int, default=10000)
     parser.add_argument("--sample_batch", type=int, default=1000)
-    parser.add_argument("--ddim_steps", type=int, nargs="+", default=[10, 20, 50])
-    parser.add_argument("--ddpm_measured_steps", type=int, default=50)
+    parser.add_argument("--samplers", nargs="+",
+                        default=["ddim:10", "ddim:20", "ddim:50", "dpm++:10", "dpm++:20",
+                                 "dpm++:50"])
+    parser.add_argument("--ddpm_measured_steps", type=int, default=0,
+                        help="time the DDPM sampler over this many steps and scale to T "
+                        "(0: all T steps)")
+    parser.add_argument("--compile", choices=("auto", "yes", "no"), default="auto",
+                        help="torch.compile the network (auto: on CUDA)")
     parser.add_argument("--peak_tflops", type=float, default=989.0,
                         help="the device's dense bf16 peak (H100 SXM: 989)")
     parser.add_argument("--json", type=Path, default=Path("bench/results/speed.json"))
@@ -113,15 +150,18 @@ def main(argv: list[str] | None = None) -> dict:
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor()
     print(f"{name or device.type}; UNet base_dim {args.base_dim}: {model.num_parameters():,} "
           f"parameters, {flops / 1e9:.2f} GFLOP per image forward; torch {torch.__version__}")
-    training = []
+    training, compile = [], should_compile(args.compile, device)
     for batch_size in args.batch_sizes:
-        seconds = time_training(model, batch_size, args.train_steps, device)
+        seconds, compile_seconds = time_training(model, batch_size, args.train_steps, device,
+                                                 compile)
         images_per_second = batch_size / seconds
         utilisation = 3 * flops * images_per_second / (args.peak_tflops * 1e12)
         training.append({"batch_size": batch_size, "images_per_second": images_per_second,
-                         "mfu": utilisation})
+                         "mfu": utilisation, "compiled": compile,
+                         "compile_seconds": compile_seconds})
         print(f"train  batch {batch_size:5d}: {images_per_second:9,.0f} images/s, "
-              f"MFU {100 * utilisation:5.2f} % of {args.peak_tflops:g} TFLOP/s")
+              f"MFU {100 * utilisation:5.2f} % of {args.peak_tflops:g} TFLOP/s"
+              + (f" (compiled in {compile_seconds:.0f} s)" if compile else ""))
     model.eval()
     sampling = time_sampling(model, args, device)
     for key, seconds in sampling.items():

@@ -9,6 +9,9 @@ its weights (``ddpm_lib/weights/digit_classifier.pt``) are made by
   an FID, and its numbers are not comparable with the graded one);
 - the **class balance** of a set of samples (the share predicted as each digit) and the mean
   confidence of those predictions.
+
+``python -m ddpm_lib.evaluator DIR`` prints it for a folder; ``python -m ddpm_lib.fid GENERATED
+REFERENCE --digits`` prints the same report next to the Inception FID.
 """
 
 from __future__ import annotations
@@ -20,13 +23,14 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 from torch import nn
 
-from .data import MnistRGBFolder
-from .fid import frechet_distance
+from .fid import frechet_distance, list_images
 
 WEIGHTS_PATH = Path(__file__).parent / "weights" / "digit_classifier.pt"
 FEATURE_DIM = 128
+IMAGE_SIZE = 28
 
 
 class DigitClassifier(nn.Module):
@@ -136,12 +140,17 @@ class SampleReport:
         return float(np.abs(self.class_share - self.mnist_class_share).max())
 
     def summary(self) -> str:
-        shares = " ".join(f"{d}: {100 * s:.1f}%" for d, s in enumerate(self.class_share))
+        """Digit-FID next to its floor, each digit's share next to MNIST's, the confidence."""
+
+        def shares(values: np.ndarray) -> str:
+            return " ".join(f"{d}: {100 * s:4.1f}%" for d, s in enumerate(values))
+
         return (
             f"digit-FID {self.digit_fid:.3f} against MNIST's training set (real-data floor, test "
             f"set vs training set: {self.digit_fid_floor:.3f}; ratio "
             f"{self.digit_fid / self.digit_fid_floor:.2f}) over {self.count:,} images\n"
-            f"predicted digits: {shares}\n"
+            f"predicted digits: {shares(self.class_share)}\n"
+            f"MNIST's training: {shares(self.mnist_class_share)}\n"
             f"largest gap to MNIST's shares: {100 * self.largest_share_gap:.1f} points; "
             f"mean confidence {self.mean_confidence:.3f}\n"
             f"(a small MNIST classifier's features: an offline complement to FID, not an FID)"
@@ -166,14 +175,50 @@ def evaluate_samples(
     )
 
 
+def load_folder(folder: str | Path) -> torch.Tensor:
+    """The images under ``folder`` that the FID reads too (PNG/JPG, recursively, sorted) as a
+    uint8 tensor (N, 3, 28, 28). Any colour mode is made RGB; any size but 28×28 is refused."""
+    folder = Path(folder)
+    files = list_images(folder)
+    if len(files) < 2:
+        raise ValueError(
+            f"the digit evaluator needs at least 2 images, got {len(files)} in {folder}"
+        )
+    arrays, wrong_size = [], []
+    for path in files:
+        try:
+            with Image.open(path) as image:
+                if image.size == (IMAGE_SIZE, IMAGE_SIZE):
+                    arrays.append(np.array(image.convert("RGB")))
+                else:
+                    name = path.relative_to(folder).as_posix()
+                    wrong_size.append(f"{name} ({image.width}×{image.height})")
+        except OSError as error:
+            raise ValueError(f"cannot read image {path}: {error}") from error
+    if wrong_size:
+        raise ValueError(
+            f"{len(wrong_size)} of {len(files)} images in {folder} are not {IMAGE_SIZE}×"
+            f"{IMAGE_SIZE}, the size the digit evaluator reads, e.g. {wrong_size[0]}"
+        )
+    return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
+
+
+def folder_report(folder: str | Path) -> str:
+    """The evaluator's report on a folder of samples, headed so that it is never read as FID."""
+    report = evaluate_samples(load_folder(folder))
+    return (
+        f"Offline digit evaluator on {folder} (a small MNIST classifier; its digit-FID is not "
+        f"the Inception FID):\n{report.summary()}"
+    )
+
+
 def main(argv: list[str] | None = None) -> None:
     """``python -m ddpm_lib.evaluator GENERATED_DIR``: the offline digit evaluation of a folder."""
     parser = argparse.ArgumentParser(prog="python -m ddpm_lib.evaluator", description=main.__doc__)
-    parser.add_argument("generated_dir", help="folder of 28×28 PNGs (searched recursively)")
+    parser.add_argument("generated_dir", help="folder of 28×28 PNGs or JPGs (searched recursively)")
     args = parser.parse_args(argv)
     try:
-        images = MnistRGBFolder(args.generated_dir, image_size=28).load_all(progress=False)
-        print(evaluate_samples(images).summary())
+        print(folder_report(args.generated_dir))
     except (FileNotFoundError, ValueError) as error:
         raise SystemExit(f"error: {error}") from None
 

@@ -8,11 +8,14 @@ FID InceptionV3, each set summarised by a Gaussian N(μ, Σ) of its features:
 The grader runs ``python -m pytorch_fid generated_images data/mnist_rgb`` (or ``… mnist.npz``).
 Everything here goes through pytorch-fid's functions; only the file listing (recursive), the
 reference-statistics cache and the error messages are ours. A number is only ever reported as
-an FID when it was made with pytorch-fid's FID weights.
+an FID when it was made with pytorch-fid's FID weights. Its offline complement, which needs no
+download, is the digit evaluator (``ddpm_lib.evaluator``, ``--digits`` here): a small MNIST
+classifier's "digit-FID", digit shares and confidence, never under the name FID.
 
 Command line::
 
     python -m ddpm_lib.fid generated_images data/mnist_rgb       # prints FID: 12.34
+    python -m ddpm_lib.fid generated_images data/mnist_rgb --digits  # and the offline digit report
     python -m ddpm_lib.fid --save_stats data/mnist_rgb mnist.npz  # reference statistics
     python -m ddpm_lib.fid --check generated_images               # is it a valid submission?
 """
@@ -134,14 +137,21 @@ def _install_weights(weights_path: str | Path) -> Path:
         return _write_atomically(weights_cache_path(), lambda out: shutil.copyfileobj(weights, out))
 
 
+OFFLINE_COMPLEMENT_HINT = (
+    "For an offline check of digit quality (a small MNIST classifier's digit-FID, digit shares "
+    "and confidence; not an FID), add --digits to python -m ddpm_lib.fid GENERATED REFERENCE, "
+    "or run python -m ddpm_lib.evaluator GENERATED."
+)
+
+
 def _weights_unavailable_message(error: BaseException) -> str:
-    """What failed, how to fix it, and that no FID was computed."""
+    """What failed, how to fix it, that no FID was computed, and the offline complement."""
     return (
         f"pytorch-fid could not obtain its Inception weights from {fid_inception.FID_WEIGHTS_URL} "
         f"({type(error).__name__}: {error}). To fix: run once where there is internet "
         f"(pytorch-fid caches them as {weights_cache_path()}), or download "
         f"{weights_file_name()} elsewhere and pass --inception_weights PATH "
-        "(weights_path=PATH in Python). No FID was computed."
+        f"(weights_path=PATH in Python). No FID was computed. {OFFLINE_COMPLEMENT_HINT}"
     )
 
 
@@ -434,6 +444,15 @@ def _parser() -> argparse.ArgumentParser:
     mode.add_argument(
         "--check", metavar="GENERATED", help="check that GENERATED is a valid submission folder"
     )
+    parser.add_argument(
+        "--digits",
+        action="store_true",
+        help="with GENERATED REFERENCE: first print the offline digit evaluator's report on "
+        "GENERATED (as python -m ddpm_lib.evaluator: a small MNIST classifier's digit-FID "
+        "against MNIST's training set next to the real-data floor, digit shares next to MNIST's, "
+        "mean confidence; not an FID). It needs no download and does not read REFERENCE, so it "
+        "is printed even when the FID cannot be computed; the exit status is then still 1",
+    )
     parser.add_argument("--num_images", type=int, default=GRADED_NUM_IMAGES)
     parser.add_argument("--image_size", type=int, default=28)
     parser.add_argument("--batch_size", type=int, default=50)
@@ -482,6 +501,28 @@ def _run_save_stats(args: argparse.Namespace) -> None:
     print(f"saved statistics of {len(files)} images to {save_statistics(out, mu, sigma)}")
 
 
+def _run_fid(args: argparse.Namespace) -> None:
+    """Print the FID of GENERATED against REFERENCE, as its last line. With --digits, the digit
+    evaluator's report on GENERATED comes first, so it is there even when the FID fails."""
+    generated, reference = args.paths
+    if args.digits:
+        from .evaluator import folder_report  # here, not on top: evaluator imports this module
+
+        _require_two_images(len(list_images(generated)), generated)  # the FID's own errors
+        print(folder_report(generated), flush=True)
+    value = compute_fid(
+        generated,
+        reference,
+        device=args.device,
+        batch_size=args.batch_size,
+        dims=args.dims,
+        weights_path=args.inception_weights,
+        cache_dir=args.cache_dir,
+        num_workers=args.num_workers,
+    )
+    print(f"FID: {value:.2f}")
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """Entry point of ``python -m ddpm_lib.fid``; errors end as one ``error: …`` line."""
     parser = _parser()
@@ -489,22 +530,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     modes = (args.check is not None) + (args.save_stats is not None) + bool(args.paths)
     if modes != 1 or len(args.paths) not in (0, 2):
         parser.error("give GENERATED REFERENCE, or --save_stats FOLDER OUT_NPZ, or --check DIR")
+    if args.digits and not args.paths:
+        parser.error("--digits goes with GENERATED REFERENCE (or run python -m ddpm_lib.evaluator)")
     try:
         if args.check is not None:
             _run_check(args)
         elif args.save_stats is not None:
             _run_save_stats(args)
         else:
-            value = compute_fid(
-                *args.paths,
-                device=args.device,
-                batch_size=args.batch_size,
-                dims=args.dims,
-                weights_path=args.inception_weights,
-                cache_dir=args.cache_dir,
-                num_workers=args.num_workers,
-            )
-            print(f"FID: {value:.2f}")
+            _run_fid(args)
     except (InceptionWeightsUnavailable, FileNotFoundError, ValueError) as error:
         raise SystemExit(f"error: {error}") from None
 

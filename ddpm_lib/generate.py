@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,10 +30,18 @@ from tqdm.auto import tqdm
 
 from . import __version__
 from .checkpoint import MODEL_DEFINING_KEYS, build_model, check_compatible, load_checkpoint
-from .diffusion import ddim_timesteps, sample
+from .diffusion import SAMPLERS, ddim_timesteps, sample
 from .model import UNet
 from .plots import plot_diffusion_process, save_figure
-from .runtime import Stream, autocast_for, generator_for, pick_device, synchronize
+from .runtime import (
+    Stream,
+    autocast_for,
+    compile_with_fallback,
+    generator_for,
+    pick_device,
+    should_compile,
+    synchronize,
+)
 from .schedule import NoiseSchedule, make_schedule
 
 
@@ -92,11 +101,14 @@ def generate_images(
     sampling_steps: int = 50,
     seed: int = 0,
     device: torch.device | str = "cpu",
+    compile: str = "no",
 ) -> dict:
     """Write ``num_images`` samples as ``00001.png`` … into ``output_dir``; returns timings.
 
     Batch b uses a generator seeded from (seed, b), so an interrupted run, started again with
     the same arguments, skips the batches already written and produces the same images.
+    ``compile`` (auto, yes, no) compiles the network for the batch shape first; the PNGs are
+    written by a few threads while the next batch is sampled.
     """
     if num_images < 1 or batch_size < 1:
         raise ValueError(f"--num_images and --batch_size must be at least 1 "
@@ -115,28 +127,40 @@ def generate_images(
         leftover.unlink()
     metadata = PngInfo()
     metadata.add_text("Software", f"ddpm_lib {__version__}")
-    metadata.add_text("Source", f"{loaded.path.name} step {loaded.step}, {sampler} "
-                      f"{sampling_steps if sampler == 'ddim' else loaded.schedule.num_timesteps}"
-                      f" steps, seed {seed}")
+    steps = loaded.schedule.num_timesteps if sampler == "ddpm" else sampling_steps
+    metadata.add_text("Source", f"{loaded.path.name} step {loaded.step}, {sampler} {steps} "
+                      f"steps, seed {seed}")
     size = loaded.config["image_size"]
     device = torch.device(device)
     num_batches = (num_images + batch_size - 1) // batch_size
-    written, started = 0, time.perf_counter()
-    for batch in tqdm(range(num_batches), desc="generating", unit="batch"):
-        indices = range(batch * batch_size + 1, min((batch + 1) * batch_size, num_images) + 1)
-        paths = [output_dir / image_name(i) for i in indices]
-        if all(path.exists() for path in paths):
-            continue
-        generator = generator_for(seed, Stream.GENERATE, batch, device=device)
-        with autocast_for(device):
-            images, _ = sample(loaded.model, loaded.schedule, (len(paths), 3, size, size),
-                               sampler, sampling_steps, generator, device)
-        for pixels, path in zip(to_uint8(images), paths, strict=True):
-            write_png(pixels, path, metadata)
-        written += len(paths)
+    started = time.perf_counter()
+    model = loaded.model
+    if should_compile(compile, device):
+        first = min(batch_size, num_images)
+        example = (torch.zeros(first, 3, size, size, device=device),
+                   torch.zeros(first, dtype=torch.long, device=device))
+        model = compile_with_fallback(model, example, backward=False)
+    compile_seconds = time.perf_counter() - started
+    written, writes = 0, []
+    with ThreadPoolExecutor(max_workers=4) as writer:
+        for batch in tqdm(range(num_batches), desc="generating", unit="batch"):
+            indices = range(batch * batch_size + 1, min((batch + 1) * batch_size, num_images) + 1)
+            paths = [output_dir / image_name(i) for i in indices]
+            if all(path.exists() for path in paths):
+                continue
+            generator = generator_for(seed, Stream.GENERATE, batch, device=device)
+            with autocast_for(device):
+                images, _ = sample(model, loaded.schedule, (len(paths), 3, size, size),
+                                   sampler, sampling_steps, generator, device)
+            for pixels, path in zip(to_uint8(images), paths, strict=True):
+                writes.append(writer.submit(write_png, pixels, path, metadata))
+            written += len(paths)
+        for write in writes:
+            write.result()  # raise any error of the writers here
     synchronize(device)
     seconds = time.perf_counter() - started
     return {"written": written, "skipped": num_images - written, "seconds": seconds,
+            "compile_seconds": compile_seconds,
             "images_per_second": written / seconds if seconds > 0 else 0.0}
 
 
@@ -216,9 +240,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--batch_size", type=int, default=64, help="images sampled at once")
     parser.add_argument("--mode", choices=("generate", "visualize"), default="generate",
                         help="generate: 00001.png …; visualize: 8 samples × 8 timesteps grid")
-    parser.add_argument("--sampler", choices=("ddpm", "ddim"), default="ddpm",
-                        help="ddpm: all T ancestral steps; ddim: --sampling_steps steps")
-    parser.add_argument("--sampling_steps", type=int, default=50, help="steps of the ddim sampler")
+    parser.add_argument("--sampler", choices=SAMPLERS, default="ddpm",
+                        help="ddpm: all T ancestral steps; ddim or dpm++ (DPM-Solver++(2M)): "
+                        "--sampling_steps steps")
+    parser.add_argument("--sampling_steps", type=int, default=50,
+                        help="steps of the ddim or dpm++ sampler")
+    parser.add_argument("--compile", choices=("auto", "yes", "no"), default="auto",
+                        help="torch.compile the network (auto: on CUDA); falls back to eager")
     parser.add_argument("--weights", choices=("ema", "model"), default="ema",
                         help="the EMA of the weights, or the raw weights")
     parser.add_argument("--seed", type=int, default=0, help="seed of the starting noise")
@@ -243,9 +271,11 @@ def main(argv: list[str] | None = None) -> None:
               f"{loaded.model.num_parameters():,} parameters) on {device}")
         if args.mode == "generate":
             report = generate_images(loaded, args.output_dir, args.num_images, args.batch_size,
-                                     args.sampler, args.sampling_steps, args.seed, device)
+                                     args.sampler, args.sampling_steps, args.seed, device,
+                                     args.compile)
             print(f"wrote {report['written']} images ({report['skipped']} already there) to "
-                  f"{args.output_dir} in {report['seconds']:.1f} s = "
+                  f"{args.output_dir} in {report['seconds']:.1f} s (compiling "
+                  f"{report['compile_seconds']:.1f} s of it) = "
                   f"{report['images_per_second']:.1f} images/s")
         else:
             paths, _ = visualize_process(loaded, args.output_dir, sampler=args.sampler,

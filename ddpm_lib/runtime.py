@@ -56,3 +56,45 @@ def synchronize(device: torch.device) -> None:
     """Wait for queued GPU work, so wall-clock timings measure it."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+def compile_with_fallback(
+    module: torch.nn.Module,
+    example_inputs: tuple[torch.Tensor, ...],
+    backward: bool,
+    enabled: bool = True,
+) -> torch.nn.Module:
+    """``torch.compile(module)``, tried at once on ``example_inputs``; the eager module if it fails.
+
+    The compiled graphs are specialised to the example's shapes (``dynamic=False``): call it only
+    with those shapes when training, since a recompilation after a batch-size change once crashed
+    a compiled GroupNorm backward ("misaligned address"). ``backward=True`` also compiles the
+    backward pass (training); its gradients are discarded. Compilation errors (no Triton, an
+    unsupported operation) print a message and return ``module`` unchanged, so a run never
+    depends on the compiler.
+    """
+    if not enabled:
+        return module
+    compiled = torch.compile(module, dynamic=False)
+    try:
+        if backward:
+            with autocast_for(example_inputs[0].device):
+                output = compiled(*example_inputs)
+            output.float().square().mean().backward()
+            module.zero_grad(set_to_none=True)
+        else:
+            with torch.no_grad(), autocast_for(example_inputs[0].device):
+                compiled(*example_inputs)
+    except Exception as error:  # the compiler's failures have no common type
+        module.zero_grad(set_to_none=True)
+        print(f"torch.compile failed ({type(error).__name__}: {str(error)[:200]}); "
+              f"running eagerly instead")
+        return module
+    return compiled
+
+
+def should_compile(choice: str, device: torch.device) -> bool:
+    """``--compile``: ``auto`` compiles on CUDA only (on CPUs it costs more than it saves)."""
+    if choice not in ("auto", "yes", "no"):
+        raise ValueError(f"--compile must be auto, yes or no, got {choice!r}")
+    return choice == "yes" or (choice == "auto" and device.type == "cuda")

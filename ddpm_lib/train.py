@@ -10,6 +10,11 @@ The same script runs on the CPU, one GPU, or several through ``torchrun``::
 
 ``--batch_size`` is the global batch: with N processes each takes ``batch_size / N`` images a
 step, so a run does the same optimisation whatever the number of GPUs.
+
+``--recipe fast`` swaps the assignment's defaults for the workbook's faster recipe (see
+:data:`RECIPES` and docs/BENCHMARKS.md); any flag given explicitly still wins::
+
+    python -m ddpm_lib.train --recipe fast
 """
 
 from __future__ import annotations
@@ -41,8 +46,26 @@ from .checkpoint import (
 from .data import MnistRGBFolder
 from .diffusion import diffusion_loss, q_sample, sample
 from .model import UNet, UNetConfig
-from .runtime import Stream, autocast_for, generator_for, pick_device, stream_seed, synchronize
+from .runtime import (
+    Stream,
+    autocast_for,
+    compile_with_fallback,
+    generator_for,
+    pick_device,
+    should_compile,
+    stream_seed,
+    synchronize,
+)
 from .schedule import SCHEDULES, NoiseSchedule, make_schedule
+
+#: Named sets of defaults. "assignment" is the original code's; "fast" is the workbook's
+#: recipe for one GPU: a quarter of the UNet's width (2.2 M parameters, a quarter of the FLOPs),
+#: batches of 1,024 with a learning rate scaled up after a short linear warm-up. Measured against
+#: each other in docs/BENCHMARKS.md.
+RECIPES: dict[str, dict[str, Any]] = {
+    "assignment": {},
+    "fast": {"base_dim": 32, "batch_size": 1024, "lr": 1e-3, "warmup_steps": 100, "epochs": 40},
+}
 
 
 @dataclass
@@ -75,6 +98,16 @@ class TrainConfig:
     sample_steps: int = 50
     seed: int = 0
     device: str = "auto"
+    warmup_steps: int = 0
+    compile: str = "auto"
+    recipe: str = "assignment"
+
+    @classmethod
+    def from_recipe(cls, recipe: str = "assignment", **overrides: Any) -> TrainConfig:
+        """The recipe's settings (:data:`RECIPES`), then ``overrides`` on top."""
+        if recipe not in RECIPES:
+            raise ValueError(f"unknown recipe {recipe!r}; choose one of {sorted(RECIPES)}")
+        return cls(**{**RECIPES[recipe], "recipe": recipe, **overrides})
 
     def model_config(self) -> UNetConfig:
         return UNetConfig(
@@ -137,11 +170,11 @@ def ema_update_with_warmup(decay: float) -> Callable:
     For ``torch.optim.swa_utils.AveragedModel(multi_avg_fn=...)``.
     """
 
-    def update(averaged: list[torch.Tensor], current: list[torch.Tensor], num_averaged) -> None:
-        n = int(num_averaged)
-        beta = min(decay, (1 + n) / (10 + n))
-        for average, value in zip(averaged, current, strict=True):
-            average.lerp_(value, 1 - beta)
+    def update(averaged: list[torch.Tensor], current: list[torch.Tensor],
+               num_averaged: torch.Tensor) -> None:
+        # β stays a tensor on the parameters' device: no host-device synchronisation per step.
+        beta = ((1 + num_averaged) / (10 + num_averaged)).clamp(max=decay).float()
+        torch._foreach_lerp_(averaged, current, [1 - beta] * len(averaged))
 
     return update
 
@@ -256,17 +289,37 @@ def optimization_step(
     return loss
 
 
+def warmed_up_learning_rate(config: TrainConfig, step: int) -> float:
+    """Linear warm-up: lr · min(1, (step + 1) / warmup_steps) at optimizer step ``step``.
+
+    A function of the step alone, so a resumed run continues the same schedule.
+    """
+    if config.warmup_steps <= 0:
+        return config.lr
+    return config.lr * min(1.0, (step + 1) / config.warmup_steps)
+
+
+def set_learning_rate(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+
+
 def train(
-    config: TrainConfig, on_progress: Callable[[dict[str, Any]], None] | None = None
+    config: TrainConfig,
+    on_progress: Callable[[dict[str, Any]], None] | None = None,
+    network: torch.nn.Module | None = None,
 ) -> TrainResult:
     """Train ε_θ with L_simple (DDPM Algorithm 1) as ``config`` says; returns what it did.
 
     ``on_progress`` (rank 0 only) receives ``{"kind": "loss", "rows": [...]}`` as losses are
-    logged and ``{"kind": "eval", ...}`` at every evaluation (used by the notebooks' live plots).
+    logged and ``{"kind": "eval", ...}`` at every evaluation (used by the notebooks' live plots
+    and the benchmarks). ``network`` replaces the workbook's UNet by any module called as
+    ``network(x_t, t) → ε̂`` (the benchmark's diffusers baseline); its checkpoints then hold
+    that module's weights under this config.
     """
     group, device = start_processes(config.device)
     try:
-        return _train(config, group, device, on_progress)
+        return _train(config, group, device, on_progress, network)
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()
@@ -277,6 +330,7 @@ def _train(
     group: ProcessGroup,
     device: torch.device,
     on_progress: Callable[[dict[str, Any]], None] | None,
+    network: torch.nn.Module | None = None,
 ) -> TrainResult:
     validate(config, group)
     checkpoint_dir, sample_dir = Path(config.checkpoint_dir), Path(config.sample_dir)
@@ -300,10 +354,11 @@ def _train(
     ]
 
     torch.manual_seed(config.seed)
-    model = UNet(config.model_config()).to(device)
+    model = (network or UNet(config.model_config())).to(device)
     ema = exponential_moving_average(model, config.ema_decay)
     optimizer = torch.optim.AdamW(
-        model.parameters(), lr=config.lr, weight_decay=config.weight_decay
+        model.parameters(), lr=config.lr, weight_decay=config.weight_decay,
+        fused=device.type == "cuda",
     )
     schedule = config.noise_schedule().to(device)
 
@@ -315,11 +370,21 @@ def _train(
         optimizer.load_state_dict(resume_state["optimizer"])
         step, best_eval_loss = resume_state["step"], resume_state["best_eval_loss"]
     trained = DistributedDataParallel(model) if group.world_size > 1 else model
+    per_rank = config.batch_size // group.world_size
+    if should_compile(config.compile, device):
+        size = config.image_size
+        example = (torch.zeros(per_rank, 3, size, size, device=device),
+                   torch.zeros(per_rank, dtype=torch.long, device=device))
+        synchronize(device)
+        compile_started = time.perf_counter()
+        trained = compile_with_fallback(trained, example, backward=True)
+        synchronize(device)
+        if group.is_main:
+            print(f"compiled the training step in {time.perf_counter() - compile_started:.0f} s")
 
     total_steps = config.epochs * steps_per_epoch
     if config.max_steps:
         total_steps = min(total_steps, config.max_steps)
-    per_rank = config.batch_size // group.world_size
 
     loss_log = eval_log = None
     if group.is_main:
@@ -370,8 +435,9 @@ def _train(
             save_sample_grid(ema.module, schedule, config, device,
                              sample_dir / f"samples_step_{step:07d}.png")
         if on_progress:
-            on_progress({"kind": "eval", "step": step, "epoch": epoch,
-                         "eval_loss": eval_loss, "best": is_best})
+            on_progress({"kind": "eval", "step": step, "epoch": epoch, "eval_loss": eval_loss,
+                         "best": is_best, "train_seconds": train_seconds,
+                         "images_seen": images_seen, "ema_model": ema.module})
         return eval_loss
 
     pending_losses: list[torch.Tensor] = []
@@ -413,6 +479,8 @@ def _train(
                 noise_generator.manual_seed(
                     stream_seed(config.seed, Stream.TRAIN_NOISE, step, group.rank)
                 )
+                if config.warmup_steps:
+                    set_learning_rate(optimizer, warmed_up_learning_rate(config, step))
                 loss = optimization_step(trained, ema, optimizer, schedule, x0, noise_generator,
                                          config.grad_clip)
                 step += 1
@@ -489,6 +557,12 @@ def validate(config: TrainConfig, group: ProcessGroup) -> None:
         problems.append(f"--schedule must be one of {SCHEDULES} (got {config.schedule!r})")
     if not 0 <= config.ema_decay < 1:
         problems.append(f"--ema_decay must be in [0, 1) (got {config.ema_decay})")
+    if config.warmup_steps < 0:
+        problems.append(f"--warmup_steps must be 0 or more (got {config.warmup_steps})")
+    if config.compile not in ("auto", "yes", "no"):
+        problems.append(f"--compile must be auto, yes or no (got {config.compile!r})")
+    if config.recipe not in RECIPES:
+        problems.append(f"--recipe must be one of {sorted(RECIPES)} (got {config.recipe!r})")
     if config.batch_size % group.world_size:
         problems.append(
             f"--batch_size {config.batch_size} (the global batch) must be divisible by the "
@@ -552,6 +626,9 @@ HELP = {
     "sample_steps": "DDIM steps for those grids",
     "seed": "seed of every random draw",
     "device": "auto (cuda → mps → cpu), or a torch device such as cpu or cuda:0",
+    "warmup_steps": "raise the learning rate linearly from 0 over this many steps (0: none)",
+    "compile": "torch.compile the network: auto (on CUDA), yes or no; falls back to eager",
+    "recipe": "defaults to start from: assignment (the original code's) or fast (see RECIPES)",
 }
 
 
@@ -562,6 +639,10 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     for field in fields(TrainConfig):
+        if field.name == "recipe":
+            parser.add_argument("--recipe", choices=sorted(RECIPES), default="assignment",
+                                help=HELP["recipe"])
+            continue
         if field.name == "resume":
             parser.add_argument("--resume", nargs="?", const="last", default=None,
                                 help=HELP["resume"])
@@ -572,7 +653,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> TrainResult:
-    config = TrainConfig(**vars(build_parser().parse_args(argv)))
+    parser = build_parser()
+    recipe = parser.parse_known_args(argv)[0].recipe
+    parser.set_defaults(**RECIPES[recipe])  # flags given explicitly still win
+    config = TrainConfig(**vars(parser.parse_args(argv)))
     try:
         return train(config)
     except (FileNotFoundError, ValueError) as error:

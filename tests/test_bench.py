@@ -4,6 +4,8 @@ import json
 import sys
 from pathlib import Path
 
+import pytest
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 
 import bench_speed  # noqa: E402
@@ -13,11 +15,54 @@ def test_speed_benchmark_runs_at_toy_size(tmp_path, capsys):
     out = tmp_path / "speed.json"
     result = bench_speed.main([
         "--device", "cpu", "--base_dim", "8", "--batch_sizes", "4", "8", "--train_steps", "2",
-        "--num_images", "10", "--sample_batch", "4", "--ddim_steps", "2", "3",
+        "--num_images", "10", "--sample_batch", "4", "--samplers", "ddim:2", "dpm++:3",
         "--ddpm_measured_steps", "2", "--timesteps", "20", "--json", str(out)])
     assert json.loads(out.read_text()) == json.loads(json.dumps(result))
     assert [row["batch_size"] for row in result["training"]] == [4, 8]
     assert all(row["images_per_second"] > 0 and 0 < row["mfu"] < 1 for row in result["training"])
-    assert set(result["sampling_seconds"]) == {"ddim_2", "ddim_3", "ddpm_20_extrapolated"}
+    assert set(result["sampling_seconds"]) == {"compile_and_warm_up", "ddim_2", "dpm++_3",
+                                               "ddpm_20_extrapolated"}
+    assert all(seconds > 0 for seconds in result["sampling_seconds"].values())
     assert result["forward_flops_per_image"] > 0
     assert "images/s" in capsys.readouterr().out
+
+
+def test_quality_benchmark_runs_at_toy_size(tmp_path, tiny_mnist_rgb, capsys):
+    import bench_quality
+
+    out, grid = tmp_path / "quality.json", tmp_path / "grid.png"
+    result = bench_quality.main([
+        "--data_path", str(tiny_mnist_rgb), "--device", "cpu", "--base_dim", "8",
+        "--batch_size", "8", "--timesteps", "20", "--train_minutes", "0.1",
+        "--eval_every_minutes", "0.001", "--num_images", "12", "--sample_batch", "5",
+        "--final_samplers", "ddpm", "ddim:3", "dpm++:3", "--curve_sampler", "ddim:2",
+        "--work_dir", str(tmp_path / "run"), "--json", str(out), "--grid", str(grid)])
+    assert json.loads(out.read_text()) == json.loads(json.dumps(result))
+    curve = result["curve"]
+    assert len(curve) >= 2  # evaluated at least at the first epoch and when time was up
+    assert [p["wall_seconds"] for p in curve] == sorted(p["wall_seconds"] for p in curve)
+    assert curve[-1]["wall_seconds"] >= 0.1 * 60
+    assert all(p["digit_fid"] > 0 and p["digit_fid_floor"] > 1 for p in curve)
+    assert [(f["sampler"], f["steps"]) for f in result["final"]] == [
+        ("ddpm", 0), ("ddim", 3), ("dpm++", 3)]
+    for row in result["final"]:
+        assert abs(sum(row["class_share"]) - 1) < 1e-9 and row["sampling_seconds"] > 0
+    assert result["training_images_per_second"] > 0 and grid.is_file()
+    assert "digit-FID" in capsys.readouterr().out
+
+
+def test_quality_benchmark_trains_the_diffusers_baseline_in_the_same_loop(
+        tmp_path, tiny_mnist_rgb):
+    pytest.importorskip("diffusers")
+    import bench_quality
+
+    result = bench_quality.main([
+        "--network", "diffusers", "--data_path", str(tiny_mnist_rgb), "--device", "cpu",
+        "--base_dim", "8", "--batch_size", "8", "--timesteps", "20", "--train_minutes", "0.01",
+        "--num_images", "6", "--sample_batch", "6", "--final_samplers", "ddim:2",
+        "--curve_sampler", "ddim:2", "--work_dir", str(tmp_path / "run"),
+        "--json", str(tmp_path / "q.json")])
+    assert result["network"] == "diffusers"
+    assert result["parameters"] == bench_quality.DiffusersUNet(28, 8).num_parameters()
+    assert result["diffusers_schedule_max_abs_gap"] < 1e-6
+    assert result["final"][0]["digit_fid"] > 0

@@ -1,7 +1,10 @@
 """The offline digit evaluator: its network, its committed weights, digit-FID and class balance."""
 
+import numpy as np
 import pytest
 import torch
+from conftest import write_digit_folder
+from PIL import Image
 
 from ddpm_lib.data import load_mnist_idx
 from ddpm_lib.evaluator import (
@@ -12,8 +15,10 @@ from ddpm_lib.evaluator import (
     digit_statistics,
     evaluate_samples,
     load_digit_classifier,
+    load_folder,
     main,
 )
+from ddpm_lib.fid import list_images
 
 
 def test_classifier_shapes_and_gray_equals_rgb():
@@ -78,7 +83,42 @@ def test_real_digits_score_near_the_floor_and_noise_far_from_it(tiny_mnist_rgb, 
     report = evaluate_samples(noise, model, facts)
     assert report.digit_fid > 10 * report.digit_fid_floor
     assert "not an FID" in report.summary()
+    mnist_shares = report.summary().splitlines()[2]
+    assert mnist_shares.startswith("MNIST's training: 0: ")
+    assert f"1: {100 * facts['train_class_share'][1].item():4.1f}%" in mnist_shares
     main([str(tiny_mnist_rgb)])
-    assert "digit-FID" in capsys.readouterr().out
+    heading, first_line = capsys.readouterr().out.splitlines()[:2]
+    assert "not the Inception FID" in heading
+    expected = evaluate_samples(load_folder(tiny_mnist_rgb), model, facts)
+    assert first_line.startswith(f"digit-FID {expected.digit_fid:.3f} against")
     with pytest.raises(SystemExit, match="error: .*does not exist|error: .*missing|error:"):
         main([str(tiny_mnist_rgb / "nowhere")])
+
+
+def test_load_folder_reads_the_files_the_fid_reads(tmp_path):
+    folder = write_digit_folder(tmp_path / "samples", per_digit=1)
+    Image.new("L", (28, 28), 200).save(folder / "grey.png")
+    Image.new("RGB", (28, 28), (0, 0, 0)).save(folder / "black.jpg")
+    images = load_folder(folder)
+    files = list_images(folder)
+    assert len(files) == 12 and images.shape == (12, 3, 28, 28) and images.dtype == torch.uint8
+    for path, image in zip(files, images, strict=True):
+        with Image.open(path) as expected:
+            assert np.array_equal(image.permute(1, 2, 0).numpy(), np.array(expected.convert("RGB")))
+    assert images[files.index(folder / "grey.png")].eq(200).all()
+
+    Image.new("RGB", (32, 32)).save(folder / "3" / "odd.png")
+    wrong_size = r"1 of 13 images in .*samples are not 28×28.* e\.g\. 3/odd\.png \(32×32\)"
+    with pytest.raises(ValueError, match=wrong_size):
+        load_folder(folder)
+    (folder / "3" / "odd.png").write_bytes(b"not a png")
+    with pytest.raises(ValueError, match=r"cannot read image .*odd\.png"):
+        load_folder(folder)
+
+    lonely = tmp_path / "lonely"
+    lonely.mkdir()
+    Image.new("RGB", (28, 28)).save(lonely / "00001.png")
+    with pytest.raises(ValueError, match=r"at least 2 images, got 1 in .*lonely"):
+        load_folder(lonely)
+    with pytest.raises(FileNotFoundError, match="nowhere"):
+        load_folder(tmp_path / "nowhere")

@@ -5,6 +5,7 @@ INITIALISED InceptionV3 of pytorch-fid's architecture (fixture ``random_init_inc
 distances are not FIDs; they only show that equal sets give 0 and different sets do not.
 """
 
+import re
 import shutil
 import subprocess
 import sys
@@ -23,7 +24,7 @@ from pytorch_fid import inception
 from pytorch_fid.fid_score import compute_statistics_of_path
 from torchvision.models.inception import Inception3
 
-from ddpm_lib import fid
+from ddpm_lib import evaluator, fid
 
 DIMS = 64  # first max-pooling block of pytorch-fid's InceptionV3: the fastest valid feature block
 
@@ -82,6 +83,36 @@ def write_submission(root: Path, count: int) -> Path:
     for index in range(1, count + 1):
         Image.new("RGB", (28, 28), (index, 0, 0)).save(root / f"{index:05d}.png")
     return root
+
+
+DIGIT_REPORT_LINES = 6
+
+
+def split_digit_report(stdout: str) -> tuple[list[str], list[str]]:
+    """The digit report's lines (it comes first) and the lines after it."""
+    lines = stdout.splitlines()
+    return lines[:DIGIT_REPORT_LINES], lines[DIGIT_REPORT_LINES:]
+
+
+def assert_digit_report(lines: list[str], folder: Path) -> None:
+    """``lines`` are the digit evaluator's report on ``folder``: its values, from
+    ``evaluate_samples``, printed under a heading that says it is not the Inception FID."""
+    expected = evaluator.evaluate_samples(evaluator.load_folder(folder))
+    heading, fid_line, predicted, mnist, confidence, footnote = lines
+    assert heading.startswith(f"Offline digit evaluator on {folder} ")
+    assert "not the Inception FID" in heading
+    assert fid_line.startswith(f"digit-FID {expected.digit_fid:.3f} against MNIST's training set")
+    assert f"floor, test set vs training set: {expected.digit_fid_floor:.3f};" in fid_line
+    assert fid_line.endswith(f"over {expected.count} images")
+    for line, label, shares in (
+        (predicted, "predicted digits:", expected.class_share),
+        (mnist, "MNIST's training:", expected.mnist_class_share),
+    ):
+        assert line.startswith(label)
+        printed = [(int(d), float(p)) for d, p in re.findall(r"(\d): +([\d.]+)%", line)]
+        assert printed == [(d, round(100 * share, 1)) for d, share in enumerate(shares)]
+    assert confidence.endswith(f"mean confidence {expected.mean_confidence:.3f}")
+    assert "not an FID" in footnote
 
 
 def test_list_images_is_recursive_and_sorted(tiny_mnist_rgb: Path) -> None:
@@ -380,3 +411,80 @@ def test_compute_fid_and_cli_plumbing_with_random_init_inception(
         fid.load_statistics(out)[0],
         fid.load_statistics(next(cache_dir.iterdir()))[0],
     )
+
+
+def test_cli_digits_without_weights_prints_report_then_fails_with_pointer(
+    offline_torch_hub: Path,
+    tiny_mnist_rgb: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture,
+) -> None:
+    generated = write_noise_folder(tmp_path / "generated", count=20)
+    argv = [str(generated), str(tiny_mnist_rgb), "--digits", "--device", "cpu"]
+    with pytest.warns(UserWarning, match="only 20 images"), pytest.raises(SystemExit) as caught:
+        fid.main([*argv, "--cache_dir", str(tmp_path / "cache")])
+    message = caught.value.code
+    assert isinstance(message, str) and message.startswith("error: ") and "\n" not in message
+    assert "--inception_weights" in message and "No FID was computed" in message
+    assert message.endswith(fid.OFFLINE_COMPLEMENT_HINT)
+    assert "--digits" in message and "python -m ddpm_lib.evaluator GENERATED" in message
+    report, after = split_digit_report(capsys.readouterr().out)
+    assert_digit_report(report, generated)
+    assert [line for line in after if not line.startswith("Downloading: ")] == []  # torch hub's
+    assert not (tmp_path / "cache").exists()
+
+
+def test_cli_digits_before_the_fid(
+    random_init_inception: inception.InceptionV3,
+    tiny_mnist_rgb: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture,
+) -> None:
+    """Random Inception weights (not an FID): the report comes first, ``FID:`` stays last."""
+    monkeypatch.setattr(fid, "load_fid_inception", lambda *args, **kwargs: random_init_inception)
+    generated = shutil.copytree(tiny_mnist_rgb, tmp_path / "generated")
+    argv = [str(generated), str(tiny_mnist_rgb), "--digits", "--dims", str(DIMS)]
+    with pytest.warns(UserWarning, match="only 40 images"):
+        fid.main([*argv, "--cache_dir", str(tmp_path / "cache")])
+    report, (last,) = split_digit_report(capsys.readouterr().out)
+    assert_digit_report(report, generated)
+    assert re.fullmatch(r"FID: -?\d+\.\d\d", last) and abs(float(last.removeprefix("FID: "))) < 1e-2
+
+
+def test_cli_digits_generated_folder_errors_come_first(
+    tmp_path: Path, tiny_mnist_rgb: Path, capsys: pytest.CaptureFixture
+) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    for generated, error in (
+        (tmp_path / "nowhere", r"^error: image folder not found: .*nowhere$"),
+        (empty, r"^error: FID needs at least 2 images, got 0 in .*empty$"),
+    ):
+        with pytest.raises(SystemExit, match=error):
+            fid.main([str(generated), str(tiny_mnist_rgb), "--digits"])
+        assert capsys.readouterr().out == ""
+    with pytest.raises(SystemExit) as caught:
+        fid.main(["--check", str(tiny_mnist_rgb), "--digits"])
+    assert caught.value.code == 2
+    assert "--digits goes with GENERATED REFERENCE" in capsys.readouterr().err
+
+
+def test_module_digits_without_a_valid_reference(tmp_path: Path) -> None:
+    """``python -m`` (evaluator imports fid): the report needs no REFERENCE, the FID does."""
+    generated = write_noise_folder(tmp_path / "generated", count=20)
+    missing_reference = tmp_path / "no_ref"
+    result = subprocess.run(
+        [sys.executable, "-m", "ddpm_lib.fid", str(generated), str(missing_reference), "--digits"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 1
+    report, after = split_digit_report(result.stdout)
+    assert_digit_report(report, generated)
+    assert after == []
+    last = result.stderr.strip().splitlines()[-1]
+    assert last == f"error: reference folder or statistics file not found: {missing_reference}"
+    assert "Traceback" not in result.stderr

@@ -148,4 +148,4 @@ def test_ema_warms_up_then_keeps_its_decay():
     assert average[0].item() == pytest.approx(0.9)
     average = [torch.zeros(1)]
     update(average, value, torch.tensor(100_000))  # β = min(0.999, …) = 0.999
-    assert average[0].item() == pytest.approx(0.001)
+    assert average[0].item() == pytest.approx(0.001, rel=1e-4)  # β in float32
