@@ -113,7 +113,8 @@ class Scorer:
         return self.compiled[id(network)]
 
     @torch.no_grad()
-    def sample(self, network: nn.Module, sampler: str, steps: int) -> tuple[torch.Tensor, float]:
+    def sample(self, network: nn.Module, sampler: str, steps: int,
+               clip: bool = True) -> tuple[torch.Tensor, float]:
         """(uint8 images, seconds): the same starting noise at every call (seeded per batch)."""
         network, size, images = self.network_for(network), self.args.image_size, []
         synchronize(self.device)
@@ -123,18 +124,19 @@ class Scorer:
             generator = generator_for(self.args.seed, Stream.GENERATE, batch, device=self.device)
             with autocast_for(self.device):
                 x, _ = sample(network, self.schedule, (count, 3, size, size), sampler, steps,
-                              generator, self.device)
+                              generator, self.device, clip_denoised=clip)
             images.append(to_pixels(x))
         synchronize(self.device)
         return torch.cat(images), time.perf_counter() - started
 
-    def score(self, network: nn.Module, sampler: str, steps: int) -> dict:
+    def score(self, network: nn.Module, sampler: str, steps: int, clip: bool = True) -> dict:
         was_training = network.training
         network.eval()
-        images, seconds = self.sample(network, sampler, steps)
+        images, seconds = self.sample(network, sampler, steps, clip)
         network.train(was_training)
         report = evaluate_samples(images, self.classifier, self.facts)
-        return {"sampler": sampler, "steps": steps, "sampling_seconds": seconds,
+        return {"sampler": sampler, "steps": steps, "clip_denoised": clip,
+                "sampling_seconds": seconds,
                 "digit_fid": report.digit_fid, "digit_fid_floor": report.digit_fid_floor,
                 "ratio_to_floor": report.digit_fid / report.digit_fid_floor,
                 "largest_share_gap_points": 100 * report.largest_share_gap,
@@ -146,12 +148,15 @@ class TimeIsUp(Exception):
     """Raised from the progress callback when the training budget is spent."""
 
 
-def parse_sampler(text: str) -> tuple[str, int]:
-    """``ddpm``, ``ddim:50``, ``dpm++:20`` → (sampler, steps)."""
-    name, _, steps = text.partition(":")
-    if name not in SAMPLERS:
-        raise argparse.ArgumentTypeError(f"unknown sampler {name!r}; choose from {SAMPLERS}")
-    return name, int(steps) if steps else 0
+def parse_sampler(text: str) -> tuple[str, int, bool]:
+    """``ddpm``, ``ddim:50``, ``dpm++:20``, ``ddim:50:noclip`` → (sampler, steps, clip x̂_0)."""
+    parts = text.split(":")
+    name, steps, option = [*parts, "", ""][:3]
+    if (len(parts) > 3 or name not in SAMPLERS or option not in ("", "noclip")
+            or (steps and not steps.isdigit())):
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: expected SAMPLER[:STEPS[:noclip]] with SAMPLER one of {SAMPLERS}")
+    return name, int(steps) if steps else 0, option != "noclip"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -164,6 +169,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--base_dim", type=int, default=None, help="default: the recipe's")
     parser.add_argument("--batch_size", type=int, default=None, help="default: the recipe's")
     parser.add_argument("--lr", type=float, default=None, help="default: the recipe's")
+    parser.add_argument("--epochs", type=int, default=None,
+                        help="default: the recipe's; training stops at --train_minutes anyway")
     parser.add_argument("--timesteps", type=int, default=1000)
     parser.add_argument("--image_size", type=int, default=28)
     parser.add_argument("--train_minutes", type=float, default=4.0)
@@ -188,21 +195,21 @@ def main(argv: list[str] | None = None) -> dict:
     args.final_samplers = [parse_sampler(s) if isinstance(s, str) else s
                            for s in args.final_samplers]  # argparse leaves list defaults as text
     device = pick_device(args.device)
-    overrides = {key: getattr(args, key) for key in ("base_dim", "batch_size", "lr")
+    overrides = {key: getattr(args, key) for key in ("base_dim", "batch_size", "lr", "epochs")
                  if getattr(args, key) is not None}
     if args.work_dir.exists():
         shutil.rmtree(args.work_dir)
     config = TrainConfig.from_recipe(
         args.recipe, **overrides, data_path=args.data_path, device=str(device),
         compile=args.compile, timesteps=args.timesteps, image_size=args.image_size,
-        epochs=10_000, seed=args.seed, sample_interval=10**9, save_interval=10**6,
+        seed=args.seed, sample_interval=10**9, save_interval=10**6,
         checkpoint_dir=str(args.work_dir / "checkpoints"), sample_dir=str(args.work_dir / "s"))
     schedule = config.noise_schedule().to(device)
     torch.manual_seed(config.seed)
     network = DiffusersUNet(config.image_size, config.base_dim) if args.network == "diffusers" \
         else None
     scorer = Scorer(args, schedule, device)
-    curve_sampler, curve_steps = args.curve_sampler
+    curve_sampler, curve_steps, curve_clip = args.curve_sampler
 
     curve: list[dict] = []
     state = {"started": time.perf_counter(), "eval_seconds": 0.0, "next_eval": 0.0,
@@ -214,9 +221,9 @@ def main(argv: list[str] | None = None) -> dict:
         elapsed = time.perf_counter() - state["started"] - state["eval_seconds"]
         state["model"] = event["ema_model"]
         budget_spent = elapsed >= 60 * args.train_minutes
-        if elapsed >= state["next_eval"] or budget_spent:
+        if elapsed >= state["next_eval"] or budget_spent or event["final"]:
             eval_started = time.perf_counter()
-            scored = scorer.score(event["ema_model"], curve_sampler, curve_steps)
+            scored = scorer.score(event["ema_model"], curve_sampler, curve_steps, curve_clip)
             scored.pop("images")
             point = {"wall_seconds": elapsed, "loop_seconds": event["train_seconds"],
                      "images_seen": event["images_seen"], "epoch": event["epoch"],
@@ -226,6 +233,8 @@ def main(argv: list[str] | None = None) -> dict:
                   f"{point['digit_fid']:.3f} ({point['ratio_to_floor']:.2f}× floor), largest "
                   f"share gap {point['largest_share_gap_points']:.1f} pts", flush=True)
             state["next_eval"] = elapsed + 60 * args.eval_every_minutes
+            args.json.parent.mkdir(parents=True, exist_ok=True)  # the curve so far, if cut off
+            args.json.write_text(json.dumps({"partial": True, "curve": curve}, indent=2))
             state["eval_seconds"] += time.perf_counter() - eval_started
         if budget_spent:
             raise TimeIsUp
@@ -241,14 +250,14 @@ def main(argv: list[str] | None = None) -> dict:
     images_per_second = last["images_seen"] / max(last["loop_seconds"], 1e-9)
 
     final = []
-    for index, (sampler, steps) in enumerate(args.final_samplers):
-        scored = scorer.score(model, sampler, steps)
+    for index, (sampler, steps, clip) in enumerate(args.final_samplers):
+        scored = scorer.score(model, sampler, steps, clip)
         images = scored.pop("images")
         if index == 0 and args.grid is not None:
             args.grid.parent.mkdir(parents=True, exist_ok=True)
             save_image(images[:64].float() / 255, args.grid, nrow=8)
         final.append(scored)
-        label = f"{sampler} {steps or args.timesteps} steps"
+        label = f"{sampler} {steps or args.timesteps} steps" + ("" if clip else " no clip")
         print(f"final, {label:18s}: {scored['sampling_seconds']:7.2f} s for {args.num_images} "
               f"images, digit-FID {scored['digit_fid']:.3f} ({scored['ratio_to_floor']:.2f}× "
               f"floor {scored['digit_fid_floor']:.3f}), largest share gap "

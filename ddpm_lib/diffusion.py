@@ -21,7 +21,7 @@ from .schedule import NoiseSchedule
 NoisePredictor = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 """ε_θ(x_t, t): any callable from (B, C, H, W) images and (B,) timesteps to (B, C, H, W)."""
 
-SAMPLERS = ("ddpm", "ddim", "dpm++")
+SAMPLERS = ("ddpm", "ddim", "dpm++", "ancestral")
 """The names :func:`sample` accepts (for a command line's ``choices``)."""
 
 
@@ -173,13 +173,15 @@ def ddim_sample(
     device: torch.device | str = "cpu",
     return_steps: Sequence[int] = (),
     progress: bool = False,
+    clip_denoised: bool = True,
 ) -> tuple[torch.Tensor, dict[int, torch.Tensor]]:
     """DDIM sampling over ``num_steps`` timesteps τ_i (Song et al. 2021, eq. 12):
 
     x_{τ_{i-1}} = √ᾱ_{τ_{i-1}} x̂_0 + √(1-ᾱ_{τ_{i-1}} - σ²) · ε_θ + σ z,
     σ = η √((1-ᾱ_{τ_{i-1}})/(1-ᾱ_{τ_i})) √(1-ᾱ_{τ_i}/ᾱ_{τ_{i-1}}).
 
-    η = 0 is deterministic given x_T; η = 1 has DDPM's variance. Returns the final images and
+    η = 0 is deterministic given x_T; η = 1 has DDPM's variance. x̂_0 is clipped to [-1, 1] (and ε
+    recomputed from it) unless ``clip_denoised=False``. Returns the final images and
     ``{t: x_t}`` for each t in ``return_steps`` that the schedule visits (T = the start noise).
     """
     x = torch.randn(tuple(shape), device=device, generator=generator)
@@ -190,11 +192,13 @@ def ddim_sample(
     for i, t in enumerate(tqdm(taus, desc="DDIM sampling", disable=not progress, leave=False)):
         t_batch = torch.full((len(x),), t, device=x.device, dtype=torch.long)
         eps = model(x, t_batch).float()
-        x0 = predict_x0_from_eps(schedule, x, t_batch, eps).clamp(-1.0, 1.0)
+        x0 = predict_x0_from_eps(schedule, x, t_batch, eps)
         alpha_bar = alphas_cumprod[t]
         alpha_bar_prev = alphas_cumprod[taus[i + 1]] if i + 1 < len(taus) else x.new_tensor(1.0)
-        # Recompute ε from the clipped x̂_0, so the update stays consistent with it.
-        eps = (x - alpha_bar.sqrt() * x0) / (1 - alpha_bar).sqrt()
+        if clip_denoised:
+            # Recompute ε from the clipped x̂_0, so the update stays consistent with it.
+            x0 = x0.clamp(-1.0, 1.0)
+            eps = (x - alpha_bar.sqrt() * x0) / (1 - alpha_bar).sqrt()
         sigma = eta * (
             (1 - alpha_bar_prev) / (1 - alpha_bar) * (1 - alpha_bar / alpha_bar_prev)
         ).sqrt()
@@ -242,6 +246,7 @@ def dpm_solver_sample(
     return_steps: Sequence[int] = (),
     progress: bool = False,
     spacing: str = "logsnr",
+    clip_denoised: bool = True,
 ) -> tuple[torch.Tensor, dict[int, torch.Tensor]]:
     """DPM-Solver++(2M) (Lu et al. 2022, Algorithm 2): a multistep second-order solver of the
     probability-flow ODE in its data-prediction form, over timesteps τ_i evenly spaced in λ
@@ -288,7 +293,9 @@ def dpm_solver_sample(
     for i, t in enumerate(tqdm(taus, desc="DPM-Solver++ sampling", disable=not progress,
                                leave=False)):
         t_batch = torch.full((len(x),), t, device=x.device, dtype=torch.long)
-        x0 = predict_x0_from_eps(schedule, x, t_batch, model(x, t_batch).float()).clamp(-1.0, 1.0)
+        x0 = predict_x0_from_eps(schedule, x, t_batch, model(x, t_batch).float())
+        if clip_denoised:
+            x0 = x0.clamp(-1.0, 1.0)
         h = path_lambdas[i + 1] - path_lambdas[i]
         is_last = i + 1 == len(taus)
         if previous_x0 is None or is_last:
@@ -315,19 +322,21 @@ def sample(
     device: torch.device | str = "cpu",
     return_steps: Sequence[int] = (),
     progress: bool = False,
+    clip_denoised: bool = True,
 ) -> tuple[torch.Tensor, dict[int, torch.Tensor]]:
     """Dispatch on ``sampler``, one of :data:`SAMPLERS`: "ddpm" → :func:`ddpm_sample` (all T
     steps; ``num_steps`` is ignored), "ddim" → :func:`ddim_sample` with η = 0 (``num_steps``
-    default 50), "dpm++" → :func:`dpm_solver_sample` (``num_steps`` default 20).
+    default 50), "dpm++" → :func:`dpm_solver_sample` (``num_steps`` default 20), "ancestral" →
+    :func:`ddim_sample` with η = 1: DDPM's ancestral sampling over ``num_steps`` (default 50)
+    strided steps. ``clip_denoised=False`` leaves x̂_0 unclipped (DDIM, DPM-Solver++, ancestral).
     """
     if sampler == "ddpm":
         return ddpm_sample(model, schedule, shape, generator, device, return_steps, progress)
-    if sampler == "ddim":
-        return ddim_sample(
-            model, schedule, shape, num_steps or 50, 0.0, generator, device, return_steps, progress
-        )
+    if sampler in ("ddim", "ancestral"):
+        eta = 0.0 if sampler == "ddim" else 1.0
+        return ddim_sample(model, schedule, shape, num_steps or 50, eta, generator, device,
+                           return_steps, progress, clip_denoised)
     if sampler == "dpm++":
-        return dpm_solver_sample(
-            model, schedule, shape, num_steps or 20, generator, device, return_steps, progress
-        )
+        return dpm_solver_sample(model, schedule, shape, num_steps or 20, generator, device,
+                                 return_steps, progress, clip_denoised=clip_denoised)
     raise ValueError(f"unknown sampler {sampler!r}; choose one of {', '.join(SAMPLERS)}")

@@ -323,7 +323,37 @@ def frechet_distance(
             f"statistics do not match: mu {np.shape(mu1)} vs {np.shape(mu2)}, "
             f"sigma {np.shape(sigma1)} vs {np.shape(sigma2)} (same --dims on both sides?)"
         )
-    return float(calculate_frechet_distance(mu1, sigma1, mu2, sigma2))
+    try:
+        return float(calculate_frechet_distance(mu1, sigma1, mu2, sigma2))
+    except TypeError as error:  # pytorch-fid 0.3 with SciPy ≥ 1.18: sqrtm lost its disp argument
+        if "disp" not in str(error):
+            raise
+        return frechet_distance_without_disp(mu1, sigma1, mu2, sigma2)
+
+
+def frechet_distance_without_disp(
+    mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray, eps: float = 1e-6
+) -> float:
+    """The same d² for SciPy ≥ 1.18, where pytorch-fid 0.3's call ``sqrtm(..., disp=False)``
+    fails: (Σ1 Σ2)^{1/2} by ``scipy.linalg.sqrtm``, retried with ε·I added to both covariances if
+    it is not finite, and its real part kept (an imaginary part above 1e-3 on the diagonal is an
+    error), as pytorch-fid does. The package pins SciPy < 1.18; this keeps older environments
+    (such as a GPU image with a newer SciPy) working."""
+    from scipy import linalg
+
+    mu1, mu2 = np.atleast_1d(mu1), np.atleast_1d(mu2)
+    sigma1, sigma2 = np.atleast_2d(sigma1), np.atleast_2d(sigma2)
+    covmean = linalg.sqrtm(sigma1.dot(sigma2))
+    if not np.isfinite(covmean).all():
+        offset = np.eye(sigma1.shape[0]) * eps
+        covmean = linalg.sqrtm((sigma1 + offset).dot(sigma2 + offset))
+    if np.iscomplexobj(covmean):
+        largest = np.max(np.abs(np.diagonal(covmean).imag))
+        if largest > 1e-3:
+            raise ValueError(f"(Σ1 Σ2)^(1/2) has an imaginary component {largest}")
+        covmean = covmean.real
+    diff = mu1 - mu2
+    return float(diff.dot(diff) + np.trace(sigma1) + np.trace(sigma2) - 2 * np.trace(covmean))
 
 
 def image_format_problems(files: Sequence[Path], root: Path, image_size: int = 28) -> list[str]:

@@ -35,7 +35,7 @@ def test_quality_benchmark_runs_at_toy_size(tmp_path, tiny_mnist_rgb, capsys):
         "--data_path", str(tiny_mnist_rgb), "--device", "cpu", "--base_dim", "8",
         "--batch_size", "8", "--timesteps", "20", "--train_minutes", "0.1",
         "--eval_every_minutes", "0.001", "--num_images", "12", "--sample_batch", "5",
-        "--final_samplers", "ddpm", "ddim:3", "dpm++:3", "--curve_sampler", "ddim:2",
+        "--final_samplers", "ddpm", "ddim:3", "dpm++:3:noclip", "--curve_sampler", "ddim:2",
         "--work_dir", str(tmp_path / "run"), "--json", str(out), "--grid", str(grid)])
     assert json.loads(out.read_text()) == json.loads(json.dumps(result))
     curve = result["curve"]
@@ -43,8 +43,8 @@ def test_quality_benchmark_runs_at_toy_size(tmp_path, tiny_mnist_rgb, capsys):
     assert [p["wall_seconds"] for p in curve] == sorted(p["wall_seconds"] for p in curve)
     assert curve[-1]["wall_seconds"] >= 0.1 * 60
     assert all(p["digit_fid"] > 0 and p["digit_fid_floor"] > 1 for p in curve)
-    assert [(f["sampler"], f["steps"]) for f in result["final"]] == [
-        ("ddpm", 0), ("ddim", 3), ("dpm++", 3)]
+    assert [(f["sampler"], f["steps"], f["clip_denoised"]) for f in result["final"]] == [
+        ("ddpm", 0, True), ("ddim", 3, True), ("dpm++", 3, False)]
     for row in result["final"]:
         assert abs(sum(row["class_share"]) - 1) < 1e-9 and row["sampling_seconds"] > 0
     assert result["training_images_per_second"] > 0 and grid.is_file()

@@ -102,7 +102,8 @@ def tiny_model():
 @pytest.mark.parametrize("sampler", SAMPLERS)
 def test_samplers_are_deterministic_under_a_seed(tiny_model, sampler):
     schedule = make_schedule("linear", 20)
-    run = {"ddpm": ddpm_sample, "ddim": ddim_sample, "dpm++": dpm_solver_sample}[sampler]
+    run = {"ddpm": ddpm_sample, "ddim": ddim_sample, "dpm++": dpm_solver_sample,
+           "ancestral": partial(ddim_sample, eta=1.0)}[sampler]
     options = {} if sampler == "ddpm" else {"num_steps": 5}
 
     def draw(seed):
@@ -273,6 +274,7 @@ def test_sample_dispatches_by_name():
         "ddpm": lambda g: ddpm_sample(oracle, schedule, (4, 1, 2, 2), g),
         "ddim": lambda g: ddim_sample(oracle, schedule, (4, 1, 2, 2), 50, generator=g),
         "dpm++": lambda g: dpm_solver_sample(oracle, schedule, (4, 1, 2, 2), 20, g),
+        "ancestral": lambda g: ddim_sample(oracle, schedule, (4, 1, 2, 2), 50, 1.0, g),
     }
     assert set(direct) == set(SAMPLERS)
     for name, run in direct.items():
@@ -283,6 +285,11 @@ def test_sample_dispatches_by_name():
     dpm_5, _ = sample(oracle, schedule, (4, 1, 2, 2), "dpm++", 5,
                       generator=torch.Generator().manual_seed(8))
     assert not torch.equal(dpm_5, expected)
+    unclipped, _ = sample(oracle, schedule, (4, 1, 2, 2), "ddim", 5, clip_denoised=False,
+                          generator=torch.Generator().manual_seed(8))
+    clipped, _ = sample(oracle, schedule, (4, 1, 2, 2), "ddim", 5,
+                        generator=torch.Generator().manual_seed(8))
+    assert not torch.equal(unclipped, clipped)  # x̂_0 of pure noise exceeds [-1, 1] early on
     with pytest.raises(ValueError, match="unknown sampler 'dpm'.*dpm\\+\\+"):
         sample(oracle, schedule, (4, 1, 2, 2), "dpm")
 

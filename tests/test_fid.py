@@ -488,3 +488,19 @@ def test_module_digits_without_a_valid_reference(tmp_path: Path) -> None:
     last = result.stderr.strip().splitlines()[-1]
     assert last == f"error: reference folder or statistics file not found: {missing_reference}"
     assert "Traceback" not in result.stderr
+
+
+def test_frechet_distance_without_disp_matches_pytorch_fid():
+    """The fallback for SciPy ≥ 1.18 gives pytorch-fid's number on the same statistics."""
+    from pytorch_fid.fid_score import calculate_frechet_distance
+
+    from ddpm_lib.fid import frechet_distance_without_disp
+
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=(200, 16)), rng.normal(0.3, 1.2, size=(200, 16))
+    stats = (a.mean(0), np.cov(a, rowvar=False), b.mean(0), np.cov(b, rowvar=False))
+    expected = calculate_frechet_distance(*stats)
+    assert expected > 1
+    assert frechet_distance_without_disp(*stats) == pytest.approx(expected, rel=1e-6)
+    same = frechet_distance_without_disp(stats[0], stats[1], stats[0], stats[1])
+    assert same == pytest.approx(0, abs=1e-6)
