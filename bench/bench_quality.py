@@ -11,7 +11,9 @@ scored with every ``--final_samplers`` entry, each timed over all ``--num_images
 
 ``--network diffusers`` trains HF diffusers' ``UNet2DModel`` (attention at the lowest
 resolution, the width of the workbook's UNet, 6.5 M parameters) in the same loop instead; its
-noise schedule is ``diffusers.DDPMScheduler``'s, checked equal to the workbook's. Examples::
+noise schedule is ``diffusers.DDPMScheduler``'s, checked equal to the workbook's.
+``--checkpoint PATH`` skips training and scores that checkpoint's EMA with the final samplers.
+Examples::
 
     python bench/bench_quality.py --recipe fast --json bench/results/quality_fast.json
     python bench/bench_quality.py --network diffusers --compile no \\
@@ -39,6 +41,7 @@ from torchvision.utils import save_image
 from ddpm_lib import __version__
 from ddpm_lib.diffusion import SAMPLERS, sample
 from ddpm_lib.evaluator import evaluate_samples, load_digit_classifier
+from ddpm_lib.generate import load_for_sampling
 from ddpm_lib.runtime import (
     Stream,
     autocast_for,
@@ -182,6 +185,8 @@ def build_parser() -> argparse.ArgumentParser:
                         default=["ddpm", "ddim:10", "ddim:20", "ddim:50", "dpm++:10",
                                  "dpm++:20", "dpm++:50"])
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--checkpoint", type=Path, default=None,
+                        help="no training: score this checkpoint's EMA with --final_samplers")
     parser.add_argument("--work_dir", type=Path, default=Path("runs/bench_quality"),
                         help="checkpoints of the run (emptied first)")
     parser.add_argument("--json", type=Path, default=Path("bench/results/quality.json"))
@@ -239,15 +244,20 @@ def main(argv: list[str] | None = None) -> dict:
         if budget_spent:
             raise TimeIsUp
 
-    try:
-        train(config, on_progress, network=network)
-    except TimeIsUp:
-        pass
-    if state["model"] is None:
-        raise SystemExit("training ended before its first evaluation: raise --train_minutes")
-    model = state["model"]
-    last = curve[-1]
-    images_per_second = last["images_seen"] / max(last["loop_seconds"], 1e-9)
+    if args.checkpoint is not None:
+        loaded = load_for_sampling(args.checkpoint, device)
+        model, schedule, images_per_second = loaded.model, loaded.schedule, None
+        scorer.schedule = schedule
+    else:
+        try:
+            train(config, on_progress, network=network)
+        except TimeIsUp:
+            pass
+        if state["model"] is None:
+            raise SystemExit("training ended before its first evaluation: raise --train_minutes")
+        model = state["model"]
+        last = curve[-1]
+        images_per_second = last["images_seen"] / max(last["loop_seconds"], 1e-9)
 
     final = []
     for index, (sampler, steps, clip) in enumerate(args.final_samplers):
@@ -276,8 +286,8 @@ def main(argv: list[str] | None = None) -> dict:
         result["diffusers_schedule_max_abs_gap"] = diffusers_schedule_gap(schedule)
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(result, indent=2))
-    print(f"{args.network} network, {result['parameters']:,} parameters, training loop "
-          f"{images_per_second:,.0f} images/s; wrote {args.json}")
+    speed = f"training loop {images_per_second:,.0f} images/s; " if images_per_second else ""
+    print(f"{args.network} network, {result['parameters']:,} parameters, {speed}wrote {args.json}")
     return result
 
 

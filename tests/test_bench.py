@@ -66,3 +66,20 @@ def test_quality_benchmark_trains_the_diffusers_baseline_in_the_same_loop(
     assert result["parameters"] == bench_quality.DiffusersUNet(28, 8).num_parameters()
     assert result["diffusers_schedule_max_abs_gap"] < 1e-6
     assert result["final"][0]["digit_fid"] > 0
+
+
+def test_quality_benchmark_scores_a_checkpoint_without_training(tmp_path, tiny_mnist_rgb):
+    import bench_quality
+
+    from ddpm_lib.train import TrainConfig, train
+
+    train(TrainConfig(data_path=str(tiny_mnist_rgb), base_dim=8, time_emb_dim=16, epochs=1,
+                      batch_size=8, timesteps=20, sample_steps=5, device="cpu",
+                      checkpoint_dir=str(tmp_path / "c"), sample_dir=str(tmp_path / "s")))
+    result = bench_quality.main([
+        "--checkpoint", str(tmp_path / "c" / "last.pt"), "--device", "cpu", "--timesteps", "20",
+        "--num_images", "6", "--sample_batch", "6", "--final_samplers", "ddim:2", "ancestral:2",
+        "--work_dir", str(tmp_path / "run"), "--json", str(tmp_path / "q.json")])
+    assert result["curve"] == [] and result["training_images_per_second"] is None
+    assert [row["sampler"] for row in result["final"]] == ["ddim", "ancestral"]
+    assert all(row["digit_fid"] > 0 for row in result["final"])
