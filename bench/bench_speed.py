@@ -128,7 +128,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--batch_sizes", type=int, nargs="+", default=[128, 1024])
     parser.add_argument("--train_steps", type=int, default=50)
     parser.add_argument("--num_images", type=int, default=10000)
-    parser.add_argument("--sample_batch", type=int, default=1000)
+    parser.add_argument("--sample_batch", type=int, default=10000)
     parser.add_argument("--samplers", nargs="+",
                         default=["ddim:10", "ddim:20", "ddim:50", "dpm++:10", "dpm++:20",
                                  "dpm++:50"])
