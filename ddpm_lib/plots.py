@@ -284,3 +284,45 @@ def plot_results_table(rows: Sequence[tuple[str, str]], title: str = "Results") 
     table.scale(1, 1.3)
     ax.set_title(title)
     return fig
+
+
+def plot_quality_vs_time(
+    curves: Mapping[str, Sequence[Mapping[str, float]]], floor: float
+) -> plt.Figure:
+    """Digit-FID (log scale) against training wall time, one line per run, with the floor.
+
+    Each point needs ``wall_seconds`` and ``digit_fid`` (as ``bench/bench_quality.py`` writes).
+    """
+    use_style()
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    for label, points in curves.items():
+        minutes = [p["wall_seconds"] / 60 for p in points]
+        ax.plot(minutes, [p["digit_fid"] for p in points], marker="o", markersize=3, label=label)
+    ax.axhline(floor, color="gray", linestyle="--", linewidth=1)
+    ax.axhline(1.5 * floor, color="gray", linestyle=":", linewidth=1)
+    ax.text(0.01, floor, " real-data floor", va="bottom", fontsize=8, color="gray",
+            transform=ax.get_yaxis_transform())
+    ax.set(yscale="log", xlabel="training wall time (minutes)", ylabel="digit-FID (10,000 samples)")
+    ax.legend(frameon=False, fontsize=8, loc="upper right")
+    return fig
+
+
+def plot_quality_vs_steps(
+    results: Mapping[str, Sequence[Mapping[str, Any]]], floor: float, num_timesteps: int = 1000
+) -> plt.Figure:
+    """Digit-FID against the number of sampler steps (log-log), one line per sampler.
+
+    ``results`` maps a sampler's name to rows with ``steps`` (0: all ``num_timesteps``) and
+    ``digit_fid``.
+    """
+    use_style()
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    for label, rows in results.items():
+        rows = sorted(rows, key=lambda row: row["steps"] or num_timesteps)
+        steps = [row["steps"] or num_timesteps for row in rows]
+        ax.plot(steps, [row["digit_fid"] for row in rows], marker="o", markersize=4, label=label)
+    ax.axhline(floor, color="gray", linestyle="--", linewidth=1)
+    ax.set(xscale="log", yscale="log", xlabel="sampler steps (network evaluations)",
+           ylabel="digit-FID (10,000 samples)")
+    ax.legend(frameon=False, fontsize=8)
+    return fig

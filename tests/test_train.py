@@ -149,3 +149,53 @@ def test_ema_warms_up_then_keeps_its_decay():
     average = [torch.zeros(1)]
     update(average, value, torch.tensor(100_000))  # β = min(0.999, …) = 0.999
     assert average[0].item() == pytest.approx(0.001, rel=1e-4)  # β in float32
+
+
+def test_recipe_sets_defaults_and_explicit_flags_win(monkeypatch):
+    seen = {}
+    monkeypatch.setattr(train_module, "train", lambda config: seen.setdefault("config", config))
+    train_module.main(["--recipe", "fast", "--epochs", "7"])
+    config = seen["config"]
+    fast = train_module.RECIPES["fast"]
+    assert (config.recipe, config.epochs) == ("fast", 7)  # given explicitly: kept
+    assert (config.base_dim, config.batch_size, config.lr, config.lr_schedule) == (
+        fast["base_dim"], fast["batch_size"], fast["lr"], fast["lr_schedule"])
+    assert train_module.TrainConfig.from_recipe("fast", lr=3e-4).lr == 3e-4
+    assert train_module.TrainConfig.from_recipe("assignment") == train_module.TrainConfig()
+    with pytest.raises(ValueError, match="unknown recipe"):
+        train_module.TrainConfig.from_recipe("slow")
+
+
+def test_learning_rate_warms_up_then_follows_its_schedule():
+    from ddpm_lib.train import TrainConfig, learning_rate_at
+
+    constant = TrainConfig(lr=1e-3, warmup_steps=10)
+    assert learning_rate_at(constant, 0, 100) == pytest.approx(1e-4)
+    assert learning_rate_at(constant, 9, 100) == pytest.approx(1e-3)
+    assert learning_rate_at(constant, 99, 100) == pytest.approx(1e-3)
+    cosine = TrainConfig(lr=1e-3, warmup_steps=10, lr_schedule="cosine")
+    assert learning_rate_at(cosine, 10, 110) == pytest.approx(1e-3)
+    assert learning_rate_at(cosine, 60, 110) == pytest.approx(5e-4)  # half way: cos(π/2) = 0
+    assert learning_rate_at(cosine, 110, 110) == pytest.approx(0.0, abs=1e-12)
+    assert learning_rate_at(TrainConfig(lr=2e-4), 0, 10) == 2e-4  # the assignment's: constant
+
+
+def test_compile_failure_falls_back_to_the_eager_network(monkeypatch, capsys):
+    from ddpm_lib import runtime
+
+    class Broken(torch.nn.Module):
+        def forward(self, *args):
+            raise RuntimeError("no Triton here")
+
+    monkeypatch.setattr(runtime.torch, "compile", lambda module, **kwargs: Broken())
+    network = torch.nn.Conv2d(3, 3, 1)
+    example = (torch.zeros(2, 3, 4, 4),)
+    assert runtime.compile_with_fallback(network, example, backward=True) is network
+    assert all(p.grad is None for p in network.parameters())
+    assert "running eagerly" in capsys.readouterr().out
+    assert runtime.compile_with_fallback(network, example, backward=False, enabled=False) \
+        is network
+    assert runtime.should_compile("auto", torch.device("cpu")) is False
+    assert runtime.should_compile("yes", torch.device("cpu")) is True
+    with pytest.raises(ValueError, match="--compile"):
+        runtime.should_compile("maybe", torch.device("cpu"))
