@@ -12,6 +12,8 @@ scored with every ``--final_samplers`` entry, each timed over all ``--num_images
 ``--network diffusers`` trains HF diffusers' ``UNet2DModel`` (attention at the lowest
 resolution, the width of the workbook's UNet, 6.5 M parameters) in the same loop instead; its
 noise schedule is ``diffusers.DDPMScheduler``'s, checked equal to the workbook's.
+``--side_by_side`` then trains that baseline (the assignment's recipe, eager) in the same run
+for the same wall time, with the same metrics, and nests its results under ``"baseline"``.
 ``--checkpoint PATH`` skips training and scores that checkpoint's EMA with the final samplers.
 Examples::
 
@@ -185,6 +187,9 @@ def build_parser() -> argparse.ArgumentParser:
                         default=["ddpm", "ddim:10", "ddim:20", "ddim:50", "dpm++:10",
                                  "dpm++:20", "dpm++:50"])
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--side_by_side", action="store_true",
+                        help="then train the diffusers baseline (assignment recipe, eager) in the "
+                        "same process for the same wall time; its results under 'baseline'")
     parser.add_argument("--checkpoint", type=Path, default=None,
                         help="no training: score this checkpoint's EMA with --final_samplers")
     parser.add_argument("--work_dir", type=Path, default=Path("runs/bench_quality"),
@@ -199,6 +204,23 @@ def main(argv: list[str] | None = None) -> dict:
     args = build_parser().parse_args(argv)
     args.final_samplers = [parse_sampler(s) if isinstance(s, str) else s
                            for s in args.final_samplers]  # argparse leaves list defaults as text
+    result = run(args)
+    if args.side_by_side and args.checkpoint is None:
+        # The baseline students reach for, in the same process, for the same wall time.
+        baseline_args = argparse.Namespace(**{
+            **vars(args), "network": "diffusers", "recipe": "assignment", "compile": "no",
+            "base_dim": None, "batch_size": None, "lr": None, "epochs": None, "grid": None,
+            "train_minutes": result["curve"][-1]["wall_seconds"] / 60,
+            "work_dir": args.work_dir.with_name(args.work_dir.name + "_diffusers"),
+            "json": args.json.with_name(args.json.stem + "_diffusers.json"),
+        })
+        result["baseline"] = run(baseline_args)
+        args.json.write_text(json.dumps(result, indent=2))
+    return result
+
+
+def run(args: argparse.Namespace) -> dict:
+    """Train (or load) one network, score its curve and final samplers; write ``args.json``."""
     device = pick_device(args.device)
     overrides = {key: getattr(args, key) for key in ("base_dim", "batch_size", "lr", "epochs")
                  if getattr(args, key) is not None}

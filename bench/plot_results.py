@@ -38,9 +38,11 @@ def main(argv: list[str] | None = None) -> list[Path]:
     for label, name in RUNS.items():
         path = args.results / name
         if path.exists():
-            curve = json.loads(path.read_text())["curve"]
-            curves[label] = curve
-            floor = curve[0]["digit_fid_floor"]
+            result = json.loads(path.read_text())
+            curves[label] = result["curve"]
+            floor = result["curve"][0]["digit_fid_floor"]
+            if "baseline" in result:  # --side_by_side: the diffusers baseline of the same run
+                curves[f"diffusers baseline beside: {label}"] = result["baseline"]["curve"]
     if not curves:
         raise SystemExit(f"no bench_quality results in {args.results}")
     figure = plot_quality_vs_time(curves, floor)

@@ -51,21 +51,30 @@ def test_quality_benchmark_runs_at_toy_size(tmp_path, tiny_mnist_rgb, capsys):
     assert "digit-FID" in capsys.readouterr().out
 
 
-def test_quality_benchmark_trains_the_diffusers_baseline_in_the_same_loop(
-        tmp_path, tiny_mnist_rgb):
+def test_quality_benchmark_trains_the_diffusers_baseline_in_the_same_run(
+        tmp_path, tiny_mnist_rgb, monkeypatch):
     pytest.importorskip("diffusers")
     import bench_quality
 
+    # The baseline keeps the assignment's recipe; shrink that recipe for a CPU-sized test.
+    monkeypatch.setattr(bench_quality.TrainConfig, "from_recipe", classmethod(
+        lambda cls, recipe, **kw: cls(**{"base_dim": 8, "batch_size": 8, **kw})))
     result = bench_quality.main([
-        "--network", "diffusers", "--data_path", str(tiny_mnist_rgb), "--device", "cpu",
-        "--base_dim", "8", "--batch_size", "8", "--timesteps", "20", "--train_minutes", "0.01",
+        "--side_by_side", "--data_path", str(tiny_mnist_rgb), "--device", "cpu",
+        "--timesteps", "20", "--train_minutes", "0.01", "--eval_every_minutes", "0.001",
         "--num_images", "6", "--sample_batch", "6", "--final_samplers", "ddim:2",
         "--curve_sampler", "ddim:2", "--work_dir", str(tmp_path / "run"),
         "--json", str(tmp_path / "q.json")])
-    assert result["network"] == "diffusers"
-    assert result["parameters"] == bench_quality.DiffusersUNet(28, 8).num_parameters()
-    assert result["diffusers_schedule_max_abs_gap"] < 1e-6
-    assert result["final"][0]["digit_fid"] > 0
+    baseline = result["baseline"]
+    assert (result["network"], baseline["network"]) == ("workbook", "diffusers")
+    assert baseline["parameters"] == bench_quality.DiffusersUNet(28, 8).num_parameters()
+    assert baseline["diffusers_schedule_max_abs_gap"] < 1e-6
+    assert baseline["arguments"]["compile"] == "no"
+    # the same wall-time budget: the baseline trains at least as long as the main run did
+    assert baseline["curve"][-1]["wall_seconds"] >= 0.99 * result["curve"][-1]["wall_seconds"]
+    assert baseline["final"][0]["digit_fid"] > 0
+    assert json.loads((tmp_path / "q.json").read_text())["baseline"]["network"] == "diffusers"
+    assert (tmp_path / "q_diffusers.json").is_file()
 
 
 def test_quality_benchmark_scores_a_checkpoint_without_training(tmp_path, tiny_mnist_rgb):
