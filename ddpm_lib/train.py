@@ -361,7 +361,7 @@ def _train(
     ]
 
     torch.manual_seed(config.seed)
-    model = (network or UNet(config.model_config())).to(device)
+    model = (network if network is not None else UNet(config.model_config())).to(device)
     ema = exponential_moving_average(model, config.ema_decay)
     optimizer = torch.optim.AdamW(
         model.parameters(), lr=config.lr, weight_decay=config.weight_decay,
