@@ -43,11 +43,12 @@ from torchvision.utils import save_image
 from ddpm_lib import __version__
 from ddpm_lib.diffusion import SAMPLERS, sample
 from ddpm_lib.evaluator import evaluate_samples, load_digit_classifier
-from ddpm_lib.generate import load_for_sampling
+from ddpm_lib.generate import load_for_sampling, to_pixels
 from ddpm_lib.runtime import (
     Stream,
     autocast_for,
     compile_with_fallback,
+    example_batch,
     generator_for,
     pick_device,
     should_compile,
@@ -93,11 +94,6 @@ def diffusers_schedule_gap(schedule: NoiseSchedule) -> float:
     return float((theirs.alphas_cumprod - schedule.alphas_cumprod.cpu()).abs().max())
 
 
-def to_pixels(images: torch.Tensor) -> torch.Tensor:
-    """[-1, 1] floats → uint8 pixels, rounded as the PNG writer rounds them."""
-    return ((images.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-
-
 class Scorer:
     """Samples ``num_images`` images from a network and scores them with the digit evaluator."""
 
@@ -111,9 +107,8 @@ class Scorer:
         if not should_compile(self.args.compile, self.device):
             return network
         if id(network) not in self.compiled:
-            size, batch = self.args.image_size, min(self.args.sample_batch, self.args.num_images)
-            example = (torch.zeros(batch, 3, size, size, device=self.device),
-                       torch.zeros(batch, dtype=torch.long, device=self.device))
+            batch = min(self.args.sample_batch, self.args.num_images)
+            example = example_batch(batch, self.args.image_size, self.device)
             self.compiled[id(network)] = compile_with_fallback(network, example, backward=False)
         return self.compiled[id(network)]
 
@@ -240,7 +235,7 @@ def run(args: argparse.Namespace) -> dict:
 
     curve: list[dict] = []
     state = {"started": time.perf_counter(), "eval_seconds": 0.0, "next_eval": 0.0,
-             "model": None, "train_images_per_second": None}
+             "model": None}
 
     def on_progress(event: dict) -> None:
         if event["kind"] != "eval":

@@ -31,6 +31,7 @@ from ddpm_lib.model import UNet, UNetConfig
 from ddpm_lib.runtime import (
     autocast_for,
     compile_with_fallback,
+    example_batch,
     pick_device,
     should_compile,
     synchronize,
@@ -61,7 +62,7 @@ def time_training(model: UNet, batch_size: int, steps: int, device: torch.device
     trained = model
     if compile:
         torch._dynamo.reset()  # a fresh compilation for this batch size, never a recompilation
-        example = (x0, torch.zeros(batch_size, dtype=torch.long, device=device))
+        example = example_batch(batch_size, size, device)
         trained = compile_with_fallback(model, example, backward=True)
     synchronize(device)
     compile_seconds = time.perf_counter() - started
@@ -86,8 +87,7 @@ def time_sampling(model: UNet, args: argparse.Namespace, device: torch.device) -
     started = time.perf_counter()
     if should_compile(args.compile, device):
         torch._dynamo.reset()
-        example = (torch.zeros(batches[0], 3, size, size, device=device),
-                   torch.zeros(batches[0], dtype=torch.long, device=device))
+        example = example_batch(batches[0], size, device)
         model = compile_with_fallback(model, example, backward=False)
     with autocast_for(device):
         for count in sorted(set(batches)):  # warm up (and compile) every batch shape

@@ -37,6 +37,7 @@ from .runtime import (
     Stream,
     autocast_for,
     compile_with_fallback,
+    example_batch,
     generator_for,
     pick_device,
     should_compile,
@@ -79,10 +80,14 @@ def image_name(index: int) -> str:
     return f"{index:05d}.png"
 
 
+def to_pixels(images: torch.Tensor) -> torch.Tensor:
+    """(B, 3, H, W) floats in [-1, 1] → uint8 levels {0 … 255}, rounding to the nearest."""
+    return ((images.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+
+
 def to_uint8(images: torch.Tensor) -> np.ndarray:
-    """(B, 3, H, W) floats in [-1, 1] → (B, H, W, 3) uint8, rounding to the nearest level."""
-    pixels = ((images.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-    return pixels.permute(0, 2, 3, 1).cpu().numpy()
+    """(B, 3, H, W) floats in [-1, 1] → (B, H, W, 3) uint8 for PIL, as :func:`to_pixels`."""
+    return to_pixels(images).permute(0, 2, 3, 1).cpu().numpy()
 
 
 def write_png(pixels: np.ndarray, path: Path, metadata: PngInfo) -> None:
@@ -136,9 +141,7 @@ def generate_images(
     started = time.perf_counter()
     model = loaded.model
     if should_compile(compile, device):
-        first = min(batch_size, num_images)
-        example = (torch.zeros(first, 3, size, size, device=device),
-                   torch.zeros(first, dtype=torch.long, device=device))
+        example = example_batch(min(batch_size, num_images), size, device)
         model = compile_with_fallback(model, example, backward=False)
     compile_seconds = time.perf_counter() - started
     written, writes = 0, []

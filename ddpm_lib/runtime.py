@@ -58,6 +58,15 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def example_batch(
+    batch_size: int, image_size: int, device: torch.device | str, channels: int = 3
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Zeros shaped like a network call ε_θ(x_t, t): (B, C, H, W) images and (B,) timesteps, the
+    example :func:`compile_with_fallback` compiles for."""
+    return (torch.zeros(batch_size, channels, image_size, image_size, device=device),
+            torch.zeros(batch_size, dtype=torch.long, device=device))
+
+
 def compile_with_fallback(
     module: torch.nn.Module,
     example_inputs: tuple[torch.Tensor, ...],

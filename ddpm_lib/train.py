@@ -50,6 +50,7 @@ from .runtime import (
     Stream,
     autocast_for,
     compile_with_fallback,
+    example_batch,
     generator_for,
     pick_device,
     should_compile,
@@ -379,11 +380,9 @@ def _train(
     trained = DistributedDataParallel(model) if group.world_size > 1 else model
     per_rank = config.batch_size // group.world_size
     if should_compile(config.compile, device):
-        size = config.image_size
-        example = (torch.zeros(per_rank, 3, size, size, device=device),
-                   torch.zeros(per_rank, dtype=torch.long, device=device))
         synchronize(device)
         compile_started = time.perf_counter()
+        example = example_batch(per_rank, config.image_size, device)
         trained = compile_with_fallback(trained, example, backward=True)
         synchronize(device)
         if group.is_main:
