@@ -34,6 +34,7 @@ import json
 import platform
 import shutil
 import time
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
@@ -41,7 +42,7 @@ from torch import nn
 from torchvision.utils import save_image
 
 from ddpm_lib import __version__
-from ddpm_lib.diffusion import SAMPLERS, sample
+from ddpm_lib.diffusion import DEFAULT_STEPS, SAMPLERS, VARIANCES, sample
 from ddpm_lib.evaluator import evaluate_samples, load_digit_classifier
 from ddpm_lib.generate import load_for_sampling, to_pixels
 from ddpm_lib.runtime import (
@@ -113,8 +114,7 @@ class Scorer:
         return self.compiled[id(network)]
 
     @torch.no_grad()
-    def sample(self, network: nn.Module, sampler: str, steps: int,
-               clip: bool = True) -> tuple[torch.Tensor, float]:
+    def sample(self, network: nn.Module, spec: SamplerSpec) -> tuple[torch.Tensor, float]:
         """(uint8 images, seconds): the same starting noise at every call (seeded per batch)."""
         network, size, images = self.network_for(network), self.args.image_size, []
         synchronize(self.device)
@@ -123,20 +123,21 @@ class Scorer:
             count = min(self.args.sample_batch, self.args.num_images - start)
             generator = generator_for(self.args.seed, Stream.GENERATE, batch, device=self.device)
             with autocast_for(self.device):
-                x, _ = sample(network, self.schedule, (count, 3, size, size), sampler, steps,
-                              generator, self.device, clip_denoised=clip)
+                x, _ = sample(network, self.schedule, (count, 3, size, size), spec.name,
+                              spec.steps, generator, self.device, clip_denoised=spec.clip,
+                              variance=spec.variance)
             images.append(to_pixels(x))
         synchronize(self.device)
         return torch.cat(images), time.perf_counter() - started
 
-    def score(self, network: nn.Module, sampler: str, steps: int, clip: bool = True) -> dict:
+    def score(self, network: nn.Module, spec: SamplerSpec) -> dict:
         was_training = network.training
         network.eval()
-        images, seconds = self.sample(network, sampler, steps, clip)
+        images, seconds = self.sample(network, spec)
         network.train(was_training)
         report = evaluate_samples(images, self.classifier, self.facts)
-        return {"sampler": sampler, "steps": steps, "clip_denoised": clip,
-                "sampling_seconds": seconds,
+        return {"sampler": spec.name, "steps": spec.steps, "clip_denoised": spec.clip,
+                "variance": spec.variance, "sampling_seconds": seconds,
                 "digit_fid": report.digit_fid, "digit_fid_floor": report.digit_fid_floor,
                 "ratio_to_floor": report.digit_fid / report.digit_fid_floor,
                 "largest_share_gap_points": 100 * report.largest_share_gap,
@@ -148,15 +149,49 @@ class TimeIsUp(Exception):
     """Raised from the progress callback when the training budget is spent."""
 
 
-def parse_sampler(text: str) -> tuple[str, int, bool]:
-    """``ddpm``, ``ddim:50``, ``dpm++:20``, ``ddim:50:noclip`` → (sampler, steps, clip x̂_0)."""
+@dataclass(frozen=True)
+class SamplerSpec:
+    """One sampler setting: ``name`` (one of SAMPLERS), ``steps`` (0: the sampler's default),
+    whether x̂_0 is clipped, and σ_t² of ddpm / ancestral (None: the sampler's default)."""
+
+    name: str
+    steps: int = 0
+    clip: bool = True
+    variance: str | None = None
+
+    def label(self, timesteps: int) -> str:
+        options = [self.variance] if self.variance else []
+        options += [] if self.clip else ["no clip"]
+        steps = timesteps if self.name == "ddpm" else self.steps or DEFAULT_STEPS[self.name]
+        return f"{self.name} {steps} steps" + (f" ({', '.join(options)})" if options else "")
+
+
+def parse_sampler(text: str) -> SamplerSpec:
+    """``ddpm``, ``ddim:50``, ``dpm++:20``, ``ddim:50:noclip``, ``ancestral:50:small``,
+    ``ancestral:20:large,noclip`` → a :class:`SamplerSpec`."""
     parts = text.split(":")
-    name, steps, option = [*parts, "", ""][:3]
-    if (len(parts) > 3 or name not in SAMPLERS or option not in ("", "noclip")
-            or (steps and not steps.isdigit())):
+    name, steps, options = [*parts, "", ""][:3]
+    options = [option for option in options.split(",") if option]
+    variances = [option for option in options if option in VARIANCES]
+    if (len(parts) > 3 or name not in SAMPLERS or (steps and not steps.isdigit())
+            or any(option not in (*VARIANCES, "noclip") for option in options)
+            or len(variances) > 1 or (variances and name not in ("ddpm", "ancestral"))):
         raise argparse.ArgumentTypeError(
-            f"{text!r}: expected SAMPLER[:STEPS[:noclip]] with SAMPLER one of {SAMPLERS}")
-    return name, int(steps) if steps else 0, option != "noclip"
+            f"{text!r}: expected SAMPLER[:STEPS[:OPTIONS]] with SAMPLER one of {SAMPLERS} and "
+            f"OPTIONS noclip and (for ddpm, ancestral) one of {VARIANCES}, comma-separated")
+    return SamplerSpec(name, int(steps) if steps else 0, "noclip" not in options,
+                       variances[0] if variances else None)
+
+
+def plain(value: object) -> object:
+    """An argument's value as JSON can hold it (paths as text, sampler specs as dicts)."""
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, SamplerSpec):
+        return asdict(value)
+    if isinstance(value, list):
+        return [plain(item) for item in value]
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -231,7 +266,6 @@ def run(args: argparse.Namespace) -> dict:
     network = DiffusersUNet(config.image_size, config.base_dim) if args.network == "diffusers" \
         else None
     scorer = Scorer(args, schedule, device)
-    curve_sampler, curve_steps, curve_clip = args.curve_sampler
 
     curve: list[dict] = []
     state = {"started": time.perf_counter(), "eval_seconds": 0.0, "next_eval": 0.0,
@@ -245,7 +279,7 @@ def run(args: argparse.Namespace) -> dict:
         budget_spent = elapsed >= 60 * args.train_minutes
         if elapsed >= state["next_eval"] or budget_spent or event["final"]:
             eval_started = time.perf_counter()
-            scored = scorer.score(event["ema_model"], curve_sampler, curve_steps, curve_clip)
+            scored = scorer.score(event["ema_model"], args.curve_sampler)
             scored.pop("images")
             point = {"wall_seconds": elapsed, "loop_seconds": event["train_seconds"],
                      "images_seen": event["images_seen"], "epoch": event["epoch"],
@@ -277,16 +311,16 @@ def run(args: argparse.Namespace) -> dict:
         images_per_second = last["images_seen"] / max(last["loop_seconds"], 1e-9)
 
     final = []
-    for index, (sampler, steps, clip) in enumerate(args.final_samplers):
-        scored = scorer.score(model, sampler, steps, clip)
+    for index, spec in enumerate(args.final_samplers):
+        scored = scorer.score(model, spec)
         images = scored.pop("images")
         if index == 0 and args.grid is not None:
             args.grid.parent.mkdir(parents=True, exist_ok=True)
             save_image(images[:64].float() / 255, args.grid, nrow=8)
         final.append(scored)
-        label = f"{sampler} {steps or args.timesteps} steps" + ("" if clip else " no clip")
-        print(f"final, {label:18s}: {scored['sampling_seconds']:7.2f} s for {args.num_images} "
-              f"images, digit-FID {scored['digit_fid']:.3f} ({scored['ratio_to_floor']:.2f}× "
+        print(f"final, {spec.label(args.timesteps):28s}: {scored['sampling_seconds']:7.2f} s "
+              f"for {args.num_images} images, digit-FID {scored['digit_fid']:.3f} "
+              f"({scored['ratio_to_floor']:.2f}× "
               f"floor {scored['digit_fid_floor']:.3f}), largest share gap "
               f"{scored['largest_share_gap_points']:.1f} pts", flush=True)
 
@@ -295,7 +329,7 @@ def run(args: argparse.Namespace) -> dict:
         "device": name or device.type, "torch": torch.__version__, "ddpm_lib": __version__,
         "network": args.network, "parameters": sum(p.numel() for p in model.parameters()),
         "train_config": {k: v for k, v in vars(config).items()},
-        "arguments": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        "arguments": {key: plain(value) for key, value in vars(args).items()},
         "training_images_per_second": images_per_second,
         "curve": curve, "final": final,
     }

@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 
 from . import __version__
 from .checkpoint import MODEL_DEFINING_KEYS, build_model, check_compatible, load_checkpoint
-from .diffusion import SAMPLERS, ddim_timesteps, sample
+from .diffusion import SAMPLERS, VARIANCES, sample, sampler_timesteps
 from .model import UNet
 from .plots import plot_diffusion_process, save_figure
 from .runtime import (
@@ -107,13 +107,15 @@ def generate_images(
     seed: int = 0,
     device: torch.device | str = "cpu",
     compile: str = "no",
+    variance: str | None = None,
 ) -> dict:
     """Write ``num_images`` samples as ``00001.png`` … into ``output_dir``; returns timings.
 
     Batch b uses a generator seeded from (seed, b), so an interrupted run, started again with
     the same arguments, skips the batches already written and produces the same images.
     ``compile`` (auto, yes, no) compiles the network for the batch shape first; the PNGs are
-    written by a few threads while the next batch is sampled.
+    written by a few threads while the next batch is sampled. ``variance``: σ_t² of the ddpm and
+    ancestral samplers (:data:`~ddpm_lib.diffusion.VARIANCES`; None = the sampler's default).
     """
     if num_images < 1 or batch_size < 1:
         raise ValueError(f"--num_images and --batch_size must be at least 1 "
@@ -133,8 +135,9 @@ def generate_images(
     metadata = PngInfo()
     metadata.add_text("Software", f"ddpm_lib {__version__}")
     steps = loaded.schedule.num_timesteps if sampler == "ddpm" else sampling_steps
+    variance_text = f", {variance} variance" if variance else ""
     metadata.add_text("Source", f"{loaded.path.name} step {loaded.step}, {sampler} {steps} "
-                      f"steps, seed {seed}")
+                      f"steps{variance_text}, seed {seed}")
     size = loaded.config["image_size"]
     device = torch.device(device)
     num_batches = (num_images + batch_size - 1) // batch_size
@@ -154,7 +157,7 @@ def generate_images(
             generator = generator_for(seed, Stream.GENERATE, batch, device=device)
             with autocast_for(device):
                 images, _ = sample(model, loaded.schedule, (len(paths), 3, size, size),
-                                   sampler, sampling_steps, generator, device)
+                                   sampler, sampling_steps, generator, device, variance=variance)
             for pixels, path in zip(to_uint8(images), paths, strict=True):
                 writes.append(writer.submit(write_png, pixels, path, metadata))
             written += len(paths)
@@ -168,13 +171,11 @@ def generate_images(
 
 
 def visualization_timesteps(
-    num_timesteps: int, sampler: str, sampling_steps: int, columns: int = 8
+    schedule: NoiseSchedule, sampler: str, sampling_steps: int, columns: int = 8
 ) -> list[int]:
-    """``columns`` timesteps from the start noise (t = T) to the final image (t = 0)."""
-    if sampler == "ddim":
-        visited = [num_timesteps] + ddim_timesteps(num_timesteps, sampling_steps)
-    else:
-        visited = list(range(num_timesteps, -1, -1))
+    """``columns`` timesteps that ``sampler`` visits, from the start noise (t = T) to the final
+    image (t = 0), evenly spaced along its path."""
+    visited = [schedule.num_timesteps, *sampler_timesteps(schedule, sampler, sampling_steps)]
     if len(visited) < columns:
         raise ValueError(f"{sampler} visits only {len(visited)} timesteps; need {columns}")
     picks = np.linspace(0, len(visited) - 1, columns).round().astype(int)
@@ -189,17 +190,16 @@ def sample_process(
     sampling_steps: int = 50,
     seed: int = 0,
     device: torch.device | str = "cpu",
+    variance: str | None = None,
 ) -> tuple[list[int], dict[int, torch.Tensor]]:
     """Sample ``num_samples`` images, keeping x_t at ``columns`` timesteps from T down to 0."""
     size = loaded.config["image_size"]
-    timesteps = visualization_timesteps(
-        loaded.schedule.num_timesteps, sampler, sampling_steps, columns
-    )
+    timesteps = visualization_timesteps(loaded.schedule, sampler, sampling_steps, columns)
     generator = generator_for(seed, Stream.VISUALIZE, device=torch.device(device))
     with autocast_for(torch.device(device)):
         _, steps = sample(loaded.model, loaded.schedule, (num_samples, 3, size, size), sampler,
                           sampling_steps, generator, device, return_steps=timesteps,
-                          progress=True)
+                          progress=True, variance=variance)
     return timesteps, {t: x.float().cpu() for t, x in steps.items()}
 
 
@@ -212,6 +212,7 @@ def visualize_process(
     sampling_steps: int = 50,
     seed: int = 0,
     device: torch.device | str = "cpu",
+    variance: str | None = None,
 ) -> tuple[list[Path], Figure]:
     """The report's figure: ``num_samples`` rows × ``columns`` timesteps from noise to image.
 
@@ -222,7 +223,7 @@ def visualize_process(
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     timesteps, steps = sample_process(loaded, num_samples, columns, sampler, sampling_steps, seed,
-                                      device)
+                                      device, variance)
     grid = torch.stack([steps[t].float() for t in timesteps], dim=1)  # (samples, columns, …)
     grid_path = output_dir / "diffusion_process.png"
     save_image((grid.flatten(0, 1) + 1) / 2, grid_path, nrow=columns)
@@ -244,10 +245,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--mode", choices=("generate", "visualize"), default="generate",
                         help="generate: 00001.png …; visualize: 8 samples × 8 timesteps grid")
     parser.add_argument("--sampler", choices=SAMPLERS, default="ddpm",
-                        help="ddpm: all T ancestral steps; ddim or dpm++ (DPM-Solver++(2M)): "
-                        "--sampling_steps steps")
+                        help="ddpm: all T ancestral steps; ddim, dpm++ (DPM-Solver++(2M)) or "
+                        "ancestral (DDPM's, strided): --sampling_steps steps")
     parser.add_argument("--sampling_steps", type=int, default=50,
-                        help="steps of the ddim or dpm++ sampler")
+                        help="steps of the ddim, dpm++ or ancestral sampler")
+    parser.add_argument("--variance", choices=VARIANCES, default=None,
+                        help="σ_t² of ddpm and ancestral: β̃_t (small) or β_t (large); "
+                        "default: small for ddpm, large for ancestral")
     parser.add_argument("--compile", choices=("auto", "yes", "no"), default="auto",
                         help="torch.compile the network (auto: on CUDA); falls back to eager")
     parser.add_argument("--weights", choices=("ema", "model"), default="ema",
@@ -275,7 +279,7 @@ def main(argv: list[str] | None = None) -> None:
         if args.mode == "generate":
             report = generate_images(loaded, args.output_dir, args.num_images, args.batch_size,
                                      args.sampler, args.sampling_steps, args.seed, device,
-                                     args.compile)
+                                     args.compile, args.variance)
             print(f"wrote {report['written']} images ({report['skipped']} already there) to "
                   f"{args.output_dir} in {report['seconds']:.1f} s (compiling "
                   f"{report['compile_seconds']:.1f} s of it) = "
@@ -283,7 +287,7 @@ def main(argv: list[str] | None = None) -> None:
         else:
             paths, _ = visualize_process(loaded, args.output_dir, sampler=args.sampler,
                                       sampling_steps=args.sampling_steps, seed=args.seed,
-                                      device=device)
+                                      device=device, variance=args.variance)
             print("wrote " + ", ".join(str(p) for p in paths))
     except (FileNotFoundError, ValueError) as error:
         raise SystemExit(f"error: {error}") from None

@@ -1,5 +1,6 @@
 """The benchmark scripts run at toy size on the CPU, so they cannot rot."""
 
+import argparse
 import json
 import sys
 from pathlib import Path
@@ -35,7 +36,8 @@ def test_quality_benchmark_runs_at_toy_size(tmp_path, tiny_mnist_rgb, capsys):
         "--data_path", str(tiny_mnist_rgb), "--device", "cpu", "--base_dim", "8",
         "--batch_size", "8", "--timesteps", "20", "--train_minutes", "0.1",
         "--eval_every_minutes", "0.001", "--num_images", "12", "--sample_batch", "5",
-        "--final_samplers", "ddpm", "ddim:3", "dpm++:3:noclip", "--curve_sampler", "ddim:2",
+        "--final_samplers", "ddpm", "ddim:3", "dpm++:3:noclip", "ancestral:3:small,noclip",
+        "--curve_sampler", "ddim:2",
         "--work_dir", str(tmp_path / "run"), "--json", str(out), "--grid", str(grid)])
     assert json.loads(out.read_text()) == json.loads(json.dumps(result))
     curve = result["curve"]
@@ -43,12 +45,27 @@ def test_quality_benchmark_runs_at_toy_size(tmp_path, tiny_mnist_rgb, capsys):
     assert [p["wall_seconds"] for p in curve] == sorted(p["wall_seconds"] for p in curve)
     assert curve[-1]["wall_seconds"] >= 0.1 * 60
     assert all(p["digit_fid"] > 0 and p["digit_fid_floor"] > 1 for p in curve)
-    assert [(f["sampler"], f["steps"], f["clip_denoised"]) for f in result["final"]] == [
-        ("ddpm", 0, True), ("ddim", 3, True), ("dpm++", 3, False)]
+    assert [(f["sampler"], f["steps"], f["clip_denoised"], f["variance"])
+            for f in result["final"]] == [
+        ("ddpm", 0, True, None), ("ddim", 3, True, None), ("dpm++", 3, False, None),
+        ("ancestral", 3, False, "small")]
     for row in result["final"]:
         assert abs(sum(row["class_share"]) - 1) < 1e-9 and row["sampling_seconds"] > 0
     assert result["training_images_per_second"] > 0 and grid.is_file()
     assert "digit-FID" in capsys.readouterr().out
+
+
+def test_sampler_specs_parse_and_refuse_clearly():
+    import bench_quality
+
+    parse = bench_quality.parse_sampler
+    assert parse("ancestral:20:large,noclip") == bench_quality.SamplerSpec("ancestral", 20, False,
+                                                                           "large")
+    assert parse("ddpm:0:small").label(1000) == "ddpm 1000 steps (small)"
+    assert parse("dpm++").label(1000) == "dpm++ 20 steps"
+    for bad in ("ddim:50:large", "ancestral:50:small,large", "ancestral:x", "euler", "ddim:5:fast"):
+        with pytest.raises(argparse.ArgumentTypeError, match="expected SAMPLER"):
+            parse(bad)
 
 
 def test_quality_benchmark_trains_the_diffusers_baseline_in_the_same_run(

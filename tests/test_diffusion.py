@@ -7,6 +7,7 @@ import torch
 
 from ddpm_lib.diffusion import (
     SAMPLERS,
+    ancestral_sample,
     ddim_sample,
     ddim_timesteps,
     ddpm_sample,
@@ -93,6 +94,46 @@ def test_samplers_recover_the_data_distribution_with_an_exact_denoiser(sampler):
     assert samples.std().item() == pytest.approx(std, abs=0.015)
 
 
+@pytest.mark.parametrize("num_steps", [10, 50])
+def test_strided_ancestral_variances_bracket_the_data_spread(num_steps):
+    """Improved DDPM §4 with the exact ε of Gaussian data: over few strided steps σ² = β̃' leaves
+    the samples too narrow and σ² = β' too wide (the two bound the true reverse variance); both
+    keep the mean, and both converge to the data's spread as steps are added (250 here)."""
+    mean, std = 0.2, 0.25
+    oracle = gaussian_data_oracle(SCHEDULE, mean, std)
+
+    def spread(steps, variance):
+        samples, _ = ancestral_sample(oracle, SCHEDULE, (20000, 1, 1, 1), steps,
+                                      torch.Generator().manual_seed(2), variance=variance)
+        assert samples.mean().item() == pytest.approx(mean, abs=0.01)
+        return samples.std().item()
+
+    assert spread(num_steps, "small") < std - 0.02 < std + 0.02 < spread(num_steps, "large")
+    assert spread(250, "small") == pytest.approx(std, abs=0.015)
+    assert spread(250, "large") == pytest.approx(std, abs=0.015)
+
+
+def test_strided_ancestral_is_ddim_eta_1_and_at_full_length_ddpm():
+    """The "small" strided chain is DDIM's with η = 1; with all T steps either variance is
+    DDPM's Algorithm 2 with the same σ_t² (same draws, same order)."""
+    oracle = gaussian_data_oracle(SCHEDULE, 0.1, 0.3)
+    shape = (4, 1, 2, 2)
+
+    def draw(run, *args, **kwargs):
+        return run(oracle, SCHEDULE, shape, *args, generator=torch.Generator().manual_seed(3),
+                   **kwargs)[0]
+
+    assert torch.allclose(draw(ancestral_sample, 50, variance="small"),
+                          draw(ddim_sample, 50, 1.0), atol=1e-5)
+    for variance in ("small", "large"):
+        assert torch.allclose(draw(ancestral_sample, 1000, variance=variance),
+                              draw(ddpm_sample, variance=variance), atol=1e-4), variance
+    assert not torch.allclose(draw(ddpm_sample, variance="small"),
+                              draw(ddpm_sample, variance="large"), atol=1e-3)
+    with pytest.raises(ValueError, match="variance must be one of"):
+        draw(ancestral_sample, 50, variance="learned")
+
+
 @pytest.fixture(scope="module")
 def tiny_model():
     torch.manual_seed(0)
@@ -103,7 +144,7 @@ def tiny_model():
 def test_samplers_are_deterministic_under_a_seed(tiny_model, sampler):
     schedule = make_schedule("linear", 20)
     run = {"ddpm": ddpm_sample, "ddim": ddim_sample, "dpm++": dpm_solver_sample,
-           "ancestral": partial(ddim_sample, eta=1.0)}[sampler]
+           "ancestral": ancestral_sample}[sampler]
     options = {} if sampler == "ddpm" else {"num_steps": 5}
 
     def draw(seed):
@@ -274,7 +315,8 @@ def test_sample_dispatches_by_name():
         "ddpm": lambda g: ddpm_sample(oracle, schedule, (4, 1, 2, 2), g),
         "ddim": lambda g: ddim_sample(oracle, schedule, (4, 1, 2, 2), 50, generator=g),
         "dpm++": lambda g: dpm_solver_sample(oracle, schedule, (4, 1, 2, 2), 20, g),
-        "ancestral": lambda g: ddim_sample(oracle, schedule, (4, 1, 2, 2), 50, 1.0, g),
+        "ancestral": lambda g: ancestral_sample(oracle, schedule, (4, 1, 2, 2), 50, g,
+                                                variance="large"),
     }
     assert set(direct) == set(SAMPLERS)
     for name, run in direct.items():
@@ -290,8 +332,13 @@ def test_sample_dispatches_by_name():
     clipped, _ = sample(oracle, schedule, (4, 1, 2, 2), "ddim", 5,
                         generator=torch.Generator().manual_seed(8))
     assert not torch.equal(unclipped, clipped)  # x̂_0 of pure noise exceeds [-1, 1] early on
+    small, _ = sample(oracle, schedule, (4, 1, 2, 2), "ancestral", variance="small",
+                      generator=torch.Generator().manual_seed(8))
+    assert not torch.equal(small, dispatched)  # the last one dispatched: ancestral, large
     with pytest.raises(ValueError, match="unknown sampler 'dpm'.*dpm\\+\\+"):
         sample(oracle, schedule, (4, 1, 2, 2), "dpm")
+    with pytest.raises(ValueError, match="variance must be one of"):
+        sample(oracle, schedule, (4, 1, 2, 2), "ddpm", variance="fixed")
 
 
 def test_loss_falls_when_training_on_a_tiny_dataset():

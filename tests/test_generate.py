@@ -5,7 +5,9 @@ import torch
 from PIL import Image
 
 from ddpm_lib import generate
+from ddpm_lib.diffusion import sampler_timesteps
 from ddpm_lib.generate import generate_images, load_for_sampling, visualization_timesteps
+from ddpm_lib.schedule import make_schedule
 from ddpm_lib.train import TrainConfig, train
 
 
@@ -68,9 +70,23 @@ def test_visualize_writes_the_8_by_8_grid(checkpoint, tmp_path):
 
 
 def test_visualization_goes_from_noise_to_image():
-    assert visualization_timesteps(1000, "ddpm", 0) == [1000, 857, 714, 571, 429, 286, 143, 0]
-    ddim = visualization_timesteps(1000, "ddim", 50)
-    assert ddim[0] == 1000 and ddim[-1] == 0 and len(ddim) == 8
+    schedule = make_schedule("linear", 1000)
+    assert visualization_timesteps(schedule, "ddpm", 0) == [1000, 857, 714, 571, 429, 286, 143, 0]
+    for sampler in ("ddim", "ancestral", "dpm++"):
+        picked = visualization_timesteps(schedule, sampler, 50)
+        assert picked[0] == 1000 and picked[-1] == 0 and len(picked) == 8
+        assert set(picked[1:]) <= set(sampler_timesteps(schedule, sampler, 50)), sampler
+
+
+@pytest.mark.parametrize("sampler", ["ancestral", "dpm++"])
+def test_visualize_works_with_every_strided_sampler(checkpoint, tmp_path, sampler):
+    """Each column must be a timestep the sampler visits (λ-spaced for dpm++), or it has no x_t."""
+    out = tmp_path / sampler
+    generate.main(["--checkpoint", str(checkpoint), "--output_dir", str(out), "--mode",
+                   "visualize", "--sampler", sampler, "--sampling_steps", "12",
+                   "--variance", "small", "--device", "cpu"])
+    with Image.open(out / "diffusion_process.png") as grid:
+        assert grid.size == (8 * 30 + 2, 8 * 30 + 2)
 
 
 def test_a_flag_that_contradicts_the_checkpoint_is_an_error(checkpoint, tmp_path):
