@@ -250,8 +250,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--sampling_steps", type=int, default=50,
                         help="steps of the ddim, dpm++ or ancestral sampler")
     parser.add_argument("--variance", choices=VARIANCES, default=None,
-                        help="σ_t² of ddpm and ancestral: β̃_t (small) or β_t (large); "
-                        "default: small for ddpm, large for ancestral")
+                        help="σ_t² of ddpm and ancestral: β̃_t (small, the default) or β_t "
+                        "(large)")
     parser.add_argument("--compile", choices=("auto", "yes", "no"), default="auto",
                         help="torch.compile the network (auto: on CUDA); falls back to eager")
     parser.add_argument("--weights", choices=("ema", "model"), default="ema",

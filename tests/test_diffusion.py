@@ -316,7 +316,7 @@ def test_sample_dispatches_by_name():
         "ddim": lambda g: ddim_sample(oracle, schedule, (4, 1, 2, 2), 50, generator=g),
         "dpm++": lambda g: dpm_solver_sample(oracle, schedule, (4, 1, 2, 2), 20, g),
         "ancestral": lambda g: ancestral_sample(oracle, schedule, (4, 1, 2, 2), 50, g,
-                                                variance="large"),
+                                                variance="small"),
     }
     assert set(direct) == set(SAMPLERS)
     for name, run in direct.items():
@@ -332,9 +332,9 @@ def test_sample_dispatches_by_name():
     clipped, _ = sample(oracle, schedule, (4, 1, 2, 2), "ddim", 5,
                         generator=torch.Generator().manual_seed(8))
     assert not torch.equal(unclipped, clipped)  # x̂_0 of pure noise exceeds [-1, 1] early on
-    small, _ = sample(oracle, schedule, (4, 1, 2, 2), "ancestral", variance="small",
+    large, _ = sample(oracle, schedule, (4, 1, 2, 2), "ancestral", variance="large",
                       generator=torch.Generator().manual_seed(8))
-    assert not torch.equal(small, dispatched)  # the last one dispatched: ancestral, large
+    assert not torch.equal(large, dispatched)  # the last one dispatched: ancestral, small
     with pytest.raises(ValueError, match="unknown sampler 'dpm'.*dpm\\+\\+"):
         sample(oracle, schedule, (4, 1, 2, 2), "dpm")
     with pytest.raises(ValueError, match="variance must be one of"):
