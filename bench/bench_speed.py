@@ -32,6 +32,7 @@ from ddpm_lib.runtime import (
     autocast_for,
     compile_with_fallback,
     example_batch,
+    next_step,
     pick_device,
     should_compile,
     synchronize,
@@ -63,14 +64,17 @@ def time_training(model: UNet, batch_size: int, steps: int, device: torch.device
     if compile:
         torch._dynamo.reset()  # a fresh compilation for this batch size, never a recompilation
         example = example_batch(batch_size, size, device)
-        trained = compile_with_fallback(model, example, backward=True)
+        trained = compile_with_fallback(model, example, backward=True,
+                                        cuda_graphs=device.type == "cuda")  # as ddpm_lib.train
     synchronize(device)
     compile_seconds = time.perf_counter() - started
     for _ in range(2):
+        next_step()
         optimization_step(trained, ema, optimizer, schedule, x0, generator, 1.0)
     synchronize(device)
     started = time.perf_counter()
     for _ in range(steps):
+        next_step()
         optimization_step(trained, ema, optimizer, schedule, x0, generator, 1.0)
     synchronize(device)
     return (time.perf_counter() - started) / steps, compile_seconds
@@ -97,7 +101,8 @@ def time_sampling(model: UNet, args: argparse.Namespace, device: torch.device) -
         for text in args.samplers:
             name, _, steps = text.partition(":")
             if name not in SAMPLERS or name == "ddpm" or not steps.isdigit():
-                raise SystemExit(f"--samplers takes ddim:N or dpm++:N, got {text!r}")
+                raise SystemExit(f"--samplers takes NAME:N (NAME: one of {SAMPLERS[1:]}), "
+                                 f"got {text!r}")
             synchronize(device)
             started = time.perf_counter()
             for count in batches:

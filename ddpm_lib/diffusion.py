@@ -1,4 +1,4 @@
-"""The diffusion itself: the forward process, the training loss and four samplers.
+"""The diffusion itself: the forward process, the training loss and five samplers.
 
 Following Ho et al. (2020), "Denoising Diffusion Probabilistic Models" (DDPM), Song et al.
 (2021), "Denoising Diffusion Implicit Models" (DDIM), Nichol & Dhariwal (2021), "Improved
@@ -22,7 +22,7 @@ from .schedule import NoiseSchedule
 NoisePredictor = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 """ε_θ(x_t, t): any callable from (B, C, H, W) images and (B,) timesteps to (B, C, H, W)."""
 
-SAMPLERS = ("ddpm", "ddim", "dpm++", "ancestral")
+SAMPLERS = ("ddpm", "ddim", "dpm++", "dpm++sde", "ancestral")
 """The names :func:`sample` accepts (for a command line's ``choices``)."""
 
 VARIANCES = ("small", "large")
@@ -302,7 +302,7 @@ def log_snr_timesteps(schedule: NoiseSchedule, num_steps: int) -> list[int]:
     return sorted(set(nearest), reverse=True)
 
 
-DEFAULT_STEPS = {"ddim": 50, "dpm++": 20, "ancestral": 50}
+DEFAULT_STEPS = {"ddim": 50, "dpm++": 20, "dpm++sde": 50, "ancestral": 50}
 """The steps each strided sampler takes when ``num_steps`` is not given."""
 
 
@@ -315,7 +315,7 @@ def sampler_timesteps(schedule: NoiseSchedule, sampler: str, num_steps: int | No
         return list(range(schedule.num_timesteps - 1, -1, -1))
     if sampler in ("ddim", "ancestral"):
         return ddim_timesteps(schedule.num_timesteps, num_steps or DEFAULT_STEPS[sampler])
-    if sampler == "dpm++":
+    if sampler in ("dpm++", "dpm++sde"):
         return log_snr_timesteps(schedule, num_steps or DEFAULT_STEPS[sampler])
     raise ValueError(f"unknown sampler {sampler!r}; choose one of {', '.join(SAMPLERS)}")
 
@@ -332,6 +332,7 @@ def dpm_solver_sample(
     progress: bool = False,
     spacing: str = "logsnr",
     clip_denoised: bool = True,
+    stochastic: bool = False,
 ) -> tuple[torch.Tensor, dict[int, torch.Tensor]]:
     """DPM-Solver++(2M) (Lu et al. 2022, Algorithm 2): a multistep second-order solver of the
     probability-flow ODE in its data-prediction form, over timesteps τ_i evenly spaced in λ
@@ -356,9 +357,20 @@ def dpm_solver_sample(
     τ = 0 is long in λ (τ = 111 → 0 spans λ ≈ 0.9 → 4.6 at 10 steps) and r_i there is small,
     which is where the second-order extrapolation is least accurate.
 
-    Deterministic given x_T. Returns the final images (clamped to [-1, 1]) and ``{t: x}`` for
-    each t in ``return_steps`` that it visits, x being the state right after the step from t (as
-    in :func:`ddim_sample`; T = the start noise, 0 = the final images).
+    ``stochastic=True`` solves the reverse diffusion SDE instead with the same exponential
+    integrator (SDE-DPM-Solver++(2M), by the same authors; diffusers' ``sde-dpmsolver++``): with
+    z ~ N(0, I),
+
+    x_s = (σ_s/σ_t) e^{-h_i} · x_t + α_s (1 - e^{-2h_i}) · D_i + σ_s √(1 - e^{-2h_i}) · z,
+
+    with the same D_i. Its first-order step is exactly DDPM's strided ancestral step with
+    σ² = β̃' (:func:`ancestral_sample`, "small"): (σ_s/σ_t) e^{-h} = √(ᾱ_t/ᾱ_s)(1-ᾱ_s)/(1-ᾱ_t)
+    and σ_s² (1 - e^{-2h}) = β̃'.
+
+    Deterministic given x_T (and, if stochastic, the generator). Returns the final images
+    (clamped to [-1, 1]) and ``{t: x}`` for each t in ``return_steps`` that it visits, x being
+    the state right after the step from t (as in :func:`ddim_sample`; T = the start noise, 0 =
+    the final images).
     """
     x = torch.randn(tuple(shape), device=device, generator=generator)
     keep = set(return_steps)
@@ -389,8 +401,16 @@ def dpm_solver_sample(
             # (1 + 1/(2r)) x̂_0(τ_i) - 1/(2r) x̂_0(τ_{i-1}), with 1/(2r) = h_i / (2 h_{i-1}).
             data_estimate = x0 + (h / (2 * previous_h)).item() * (x0 - previous_x0)
         noise_ratio = (path_sigmas[i + 1] / path_sigmas[i]).item()
-        data_weight = -(path_alphas[i + 1] * torch.expm1(-h)).item()
-        x = noise_ratio * x + data_weight * data_estimate
+        if stochastic:
+            # e^{-h}, 1 - e^{-2h} = -expm1(-2h); at the last step h = ∞: 0 and 1.
+            decay, injected = torch.exp(-h).item(), -torch.expm1(-2 * h).item()
+            x = (noise_ratio * decay * x + path_alphas[i + 1].item() * injected * data_estimate)
+            if not is_last:
+                noise = torch.randn(x.shape, device=x.device, generator=generator)
+                x = x + (path_sigmas[i + 1] * injected**0.5).item() * noise
+        else:
+            data_weight = -(path_alphas[i + 1] * torch.expm1(-h)).item()
+            x = noise_ratio * x + data_weight * data_estimate
         previous_x0, previous_h = x0, h
         if t in keep:
             steps[t] = x.clamp(-1.0, 1.0)
@@ -412,7 +432,8 @@ def sample(
 ) -> tuple[torch.Tensor, dict[int, torch.Tensor]]:
     """Dispatch on ``sampler``, one of :data:`SAMPLERS`: "ddpm" → :func:`ddpm_sample` (all T
     steps; ``num_steps`` is ignored), "ddim" → :func:`ddim_sample` with η = 0 (``num_steps``
-    default 50), "dpm++" → :func:`dpm_solver_sample` (``num_steps`` default 20), "ancestral" →
+    default 50), "dpm++" → :func:`dpm_solver_sample` (``num_steps`` default 20), "dpm++sde" →
+    its stochastic form (default 50), "ancestral" →
     :func:`ancestral_sample`: DDPM's ancestral sampling over ``num_steps`` (default 50) strided
     steps. ``clip_denoised=False`` leaves x̂_0 unclipped (DDIM, DPM-Solver++, ancestral).
     ``variance`` (one of :data:`VARIANCES`, default "small") is σ_t² of the two stochastic
@@ -431,7 +452,8 @@ def sample(
     if sampler == "ancestral":
         return ancestral_sample(model, schedule, shape, num_steps, generator, device,
                                 return_steps, progress, clip_denoised, variance or "small")
-    if sampler == "dpm++":
+    if sampler in ("dpm++", "dpm++sde"):
         return dpm_solver_sample(model, schedule, shape, num_steps, generator, device,
-                                 return_steps, progress, clip_denoised=clip_denoised)
+                                 return_steps, progress, clip_denoised=clip_denoised,
+                                 stochastic=sampler == "dpm++sde")
     raise ValueError(f"unknown sampler {sampler!r}; choose one of {', '.join(SAMPLERS)}")

@@ -245,10 +245,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--mode", choices=("generate", "visualize"), default="generate",
                         help="generate: 00001.png …; visualize: 8 samples × 8 timesteps grid")
     parser.add_argument("--sampler", choices=SAMPLERS, default="ddpm",
-                        help="ddpm: all T ancestral steps; ddim, dpm++ (DPM-Solver++(2M)) or "
-                        "ancestral (DDPM's, strided): --sampling_steps steps")
+                        help="ddpm: all T ancestral steps; ddim, dpm++ (DPM-Solver++(2M)), "
+                        "dpm++sde (its stochastic form) or ancestral (DDPM's, strided): "
+                        "--sampling_steps steps")
     parser.add_argument("--sampling_steps", type=int, default=50,
-                        help="steps of the ddim, dpm++ or ancestral sampler")
+                        help="steps of the ddim, dpm++, dpm++sde or ancestral sampler")
     parser.add_argument("--variance", choices=VARIANCES, default=None,
                         help="σ_t² of ddpm and ancestral: β̃_t (small, the default) or β_t "
                         "(large)")

@@ -72,34 +72,47 @@ def compile_with_fallback(
     example_inputs: tuple[torch.Tensor, ...],
     backward: bool,
     enabled: bool = True,
+    cuda_graphs: bool = False,
 ) -> torch.nn.Module:
     """``torch.compile(module)``, tried at once on ``example_inputs``; the eager module if it fails.
 
     The compiled graphs are specialised to the example's shapes (``dynamic=False``): call it only
     with those shapes when training, since a recompilation after a batch-size change once crashed
     a compiled GroupNorm backward ("misaligned address"). ``backward=True`` also compiles the
-    backward pass (training); its gradients are discarded. Compilation errors (no Triton, an
+    backward pass (training); its gradients are discarded. ``cuda_graphs=True`` compiles with
+    ``mode="reduce-overhead"``: the network's forward and backward kernels are replayed as CUDA
+    graphs, which removes the per-kernel launch cost that bounds small UNets (call
+    :func:`next_step` before each step). The probe then runs three times, so that the graphs are
+    recorded and replayed before anything depends on them. Compilation errors (no Triton, an
     unsupported operation) print a message and return ``module`` unchanged, so a run never
     depends on the compiler.
     """
     if not enabled:
         return module
-    compiled = torch.compile(module, dynamic=False)
+    compiled = torch.compile(module, dynamic=False, mode="reduce-overhead" if cuda_graphs else None)
     try:
-        if backward:
-            with autocast_for(example_inputs[0].device):
-                output = compiled(*example_inputs)
-            output.float().square().mean().backward()
-            module.zero_grad(set_to_none=True)
-        else:
-            with torch.no_grad(), autocast_for(example_inputs[0].device):
-                compiled(*example_inputs)
+        for _ in range(3 if cuda_graphs else 1):
+            next_step()
+            if backward:
+                with autocast_for(example_inputs[0].device):
+                    output = compiled(*example_inputs)
+                output.float().square().mean().backward()
+                module.zero_grad(set_to_none=True)
+            else:
+                with torch.no_grad(), autocast_for(example_inputs[0].device):
+                    compiled(*example_inputs)
     except Exception as error:  # the compiler's failures have no common type
         module.zero_grad(set_to_none=True)
         print(f"torch.compile failed ({type(error).__name__}: {str(error)[:200]}); "
               f"running eagerly instead")
         return module
     return compiled
+
+
+def next_step() -> None:
+    """Tell CUDA-graph replays (``cuda_graphs=True`` above) that a new step begins, so the last
+    step's graph outputs may be overwritten; does nothing without them."""
+    torch.compiler.cudagraph_mark_step_begin()
 
 
 def should_compile(choice: str, device: torch.device) -> bool:

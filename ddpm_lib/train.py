@@ -52,6 +52,7 @@ from .runtime import (
     compile_with_fallback,
     example_batch,
     generator_for,
+    next_step,
     pick_device,
     should_compile,
     stream_seed,
@@ -383,7 +384,9 @@ def _train(
         synchronize(device)
         compile_started = time.perf_counter()
         example = example_batch(per_rank, config.image_size, device)
-        trained = compile_with_fallback(trained, example, backward=True)
+        # CUDA graphs for one process; under DDP its gradient hooks stay eager.
+        trained = compile_with_fallback(trained, example, backward=True,
+                                        cuda_graphs=group.world_size == 1 and device.type == "cuda")
         synchronize(device)
         if group.is_main:
             print(f"compiled the training step in {time.perf_counter() - compile_started:.0f} s")
@@ -487,6 +490,7 @@ def _train(
                 )
                 if config.warmup_steps or config.lr_schedule != "constant":
                     set_learning_rate(optimizer, learning_rate_at(config, step, total_steps))
+                next_step()
                 loss = optimization_step(trained, ema, optimizer, schedule, x0, noise_generator,
                                          config.grad_clip)
                 step += 1

@@ -134,6 +134,29 @@ def test_strided_ancestral_is_ddim_eta_1_and_at_full_length_ddpm():
         draw(ancestral_sample, 50, variance="learned")
 
 
+def test_stochastic_dpm_solver_is_ancestral_at_first_order_and_keeps_the_spread():
+    """SDE-DPM-Solver++(2M): with two steps both are first order, and with DDIM's spacing it is
+    then the strided ancestral sampler (σ² = β̃') draw for draw. Its second-order steps fix
+    that sampler's narrow spread: 10 λ-spaced steps already give the data's std (ancestral
+    gives half of it, see above)."""
+    oracle = gaussian_data_oracle(SCHEDULE, 0.1, 0.3)
+    shape = (4, 1, 2, 2)
+    for steps in (1, 2):
+        ancestral, _ = ancestral_sample(oracle, SCHEDULE, shape, steps,
+                                        torch.Generator().manual_seed(3), variance="small")
+        sde, _ = dpm_solver_sample(oracle, SCHEDULE, shape, steps,
+                                   torch.Generator().manual_seed(3), spacing="time",
+                                   stochastic=True)
+        assert torch.allclose(ancestral, sde, atol=1e-6), steps
+    mean, std = 0.2, 0.25
+    oracle = gaussian_data_oracle(SCHEDULE, mean, std)
+    for steps in (10, 50):
+        samples, _ = dpm_solver_sample(oracle, SCHEDULE, (20000, 1, 1, 1), steps,
+                                       torch.Generator().manual_seed(2), stochastic=True)
+        assert samples.mean().item() == pytest.approx(mean, abs=0.01)
+        assert samples.std().item() == pytest.approx(std, abs=0.01), steps
+
+
 @pytest.fixture(scope="module")
 def tiny_model():
     torch.manual_seed(0)
@@ -144,6 +167,7 @@ def tiny_model():
 def test_samplers_are_deterministic_under_a_seed(tiny_model, sampler):
     schedule = make_schedule("linear", 20)
     run = {"ddpm": ddpm_sample, "ddim": ddim_sample, "dpm++": dpm_solver_sample,
+           "dpm++sde": partial(dpm_solver_sample, stochastic=True),
            "ancestral": ancestral_sample}[sampler]
     options = {} if sampler == "ddpm" else {"num_steps": 5}
 
@@ -315,6 +339,8 @@ def test_sample_dispatches_by_name():
         "ddpm": lambda g: ddpm_sample(oracle, schedule, (4, 1, 2, 2), g),
         "ddim": lambda g: ddim_sample(oracle, schedule, (4, 1, 2, 2), 50, generator=g),
         "dpm++": lambda g: dpm_solver_sample(oracle, schedule, (4, 1, 2, 2), 20, g),
+        "dpm++sde": lambda g: dpm_solver_sample(oracle, schedule, (4, 1, 2, 2), 50, g,
+                                                stochastic=True),
         "ancestral": lambda g: ancestral_sample(oracle, schedule, (4, 1, 2, 2), 50, g,
                                                 variance="small"),
     }
