@@ -180,6 +180,47 @@ def test_learning_rate_warms_up_then_follows_its_schedule():
     assert learning_rate_at(TrainConfig(lr=2e-4), 0, 10) == 2e-4  # the assignment's: constant
 
 
+def test_cuda_graphs_compile_with_reduce_overhead_and_probe_until_replayed(monkeypatch, capsys):
+    """cuda_graphs=True asks for mode="reduce-overhead" and runs the probe three times (the
+    graphs are recorded on a later call than the first), each after next_step(); a failure on
+    the third call, where a replay would first happen, still falls back to the eager network."""
+    from ddpm_lib import runtime
+
+    network = torch.nn.Conv2d(3, 3, 1)
+    calls, marks = [], []
+    monkeypatch.setattr(runtime.torch.compiler, "cudagraph_mark_step_begin",
+                        lambda: marks.append(len(calls)))
+
+    def fake_compile(module, fail_on=None, **kwargs):
+        calls.append(("compile", kwargs))
+
+        def forward(*args):
+            calls.append("forward")
+            if calls.count("forward") == fail_on:
+                raise RuntimeError("replay failed")
+            return module(*args)
+        return forward
+
+    example = (torch.zeros(2, 3, 4, 4),)
+    monkeypatch.setattr(runtime.torch, "compile", fake_compile)
+    compiled = runtime.compile_with_fallback(network, example, backward=True, cuda_graphs=True)
+    assert compiled is not network
+    assert calls[0] == ("compile", {"dynamic": False, "mode": "reduce-overhead"})
+    assert calls[1:] == ["forward"] * 3 and marks == [1, 2, 3]
+    assert all(p.grad is None for p in network.parameters())  # the probes' gradients dropped
+
+    calls.clear()
+    runtime.compile_with_fallback(network, example, backward=False)
+    assert calls == [("compile", {"dynamic": False, "mode": None}), "forward"]
+
+    calls.clear()
+    monkeypatch.setattr(runtime.torch, "compile",
+                        lambda module, **kwargs: fake_compile(module, fail_on=3, **kwargs))
+    assert runtime.compile_with_fallback(network, example, backward=True,
+                                         cuda_graphs=True) is network
+    assert calls.count("forward") == 3 and "running eagerly" in capsys.readouterr().out
+
+
 def test_compile_failure_falls_back_to_the_eager_network(monkeypatch, capsys):
     from ddpm_lib import runtime
 
