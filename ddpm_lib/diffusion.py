@@ -26,8 +26,8 @@ SAMPLERS = ("ddpm", "ddim", "dpm++", "dpm++sde", "ancestral")
 """The names :func:`sample` accepts (for a command line's ``choices``)."""
 
 VARIANCES = ("small", "large")
-"""σ_t² of the stochastic samplers: β̃_t, the posterior's ("small"), or β_t ("large"). DDPM §3.2:
-the two bound the true reverse variance from below and above."""
+"""σ_t² of the ddpm and ancestral samplers: β̃_t, the posterior's ("small"), or β_t ("large").
+DDPM §3.2: the two bound the true reverse variance from below and above."""
 
 
 def extract(values: torch.Tensor, t: torch.Tensor, shape: torch.Size) -> torch.Tensor:
@@ -245,9 +245,9 @@ def ancestral_sample(
     with η = 1. Improved DDPM found "large" better with few steps for networks trained on
     L_simple; on this workbook's MNIST UNet it was about 4× worse at 50 steps (digit-FID 8.2
     against 2.1, docs/BENCHMARKS.md), so "small" is the default. With ``num_steps = T`` it is
-    :func:`ddpm_sample`. x̂_0 is
-    clipped to [-1, 1] unless ``clip_denoised=False``. Returns the final images and ``{t: x_t}``
-    for each t in ``return_steps`` that it visits (T = the start noise).
+    :func:`ddpm_sample`. x̂_0 is clipped to [-1, 1] unless ``clip_denoised=False``. Returns the
+    final images and ``{t: x_t}`` for each t in ``return_steps`` that it visits (T = the start
+    noise).
     """
     if variance not in VARIANCES:
         raise ValueError(f"variance must be one of {VARIANCES}, got {variance!r}")
@@ -309,8 +309,9 @@ DEFAULT_STEPS = {"ddim": 50, "dpm++": 20, "dpm++sde": 50, "ancestral": 50}
 def sampler_timesteps(schedule: NoiseSchedule, sampler: str, num_steps: int | None = None
                       ) -> list[int]:
     """The timesteps the sampler ``sampler`` evaluates ε_θ at, in descending order: all T for
-    "ddpm", DDIM's even spacing for "ddim" and "ancestral", λ-spacing for "dpm++". These (and T,
-    the start) are the ones whose x_t a sampler's ``return_steps`` can return."""
+    "ddpm", DDIM's even spacing for "ddim" and "ancestral", λ-spacing for "dpm++" and
+    "dpm++sde". These (and T, the start) are the ones whose x_t a sampler's ``return_steps``
+    can return."""
     if sampler == "ddpm":
         return list(range(schedule.num_timesteps - 1, -1, -1))
     if sampler in ("ddim", "ancestral"):
@@ -436,8 +437,8 @@ def sample(
     its stochastic form (default 50), "ancestral" →
     :func:`ancestral_sample`: DDPM's ancestral sampling over ``num_steps`` (default 50) strided
     steps. ``clip_denoised=False`` leaves x̂_0 unclipped (DDIM, DPM-Solver++, ancestral).
-    ``variance`` (one of :data:`VARIANCES`, default "small") is σ_t² of the two stochastic
-    samplers, ddpm and ancestral; the others are deterministic.
+    ``variance`` (one of :data:`VARIANCES`, default "small") is σ_t² of ddpm and ancestral;
+    dpm++sde's noise is set by its solver, and ddim and dpm++ are deterministic.
     """
     if variance is not None and variance not in VARIANCES:
         raise ValueError(f"variance must be one of {VARIANCES}, got {variance!r}")
