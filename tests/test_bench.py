@@ -109,3 +109,21 @@ def test_quality_benchmark_scores_a_checkpoint_without_training(tmp_path, tiny_m
     assert result["curve"] == [] and result["training_images_per_second"] is None
     assert [row["sampler"] for row in result["final"]] == ["ddim", "ancestral"]
     assert all(row["digit_fid"] > 0 for row in result["final"])
+
+
+def test_cuda_graph_comparison_and_step_profile_run_at_toy_size(capsys):
+    """The two GPU diagnostics, on the CPU without compiling: their timing and profiling code."""
+    import bench_cuda_graphs
+    import profile_step
+
+    rows = bench_cuda_graphs.main(["--device", "cpu", "--base_dims", "8", "--batch_sizes", "2",
+                                   "--modes", "eager", "--warmup_steps", "1", "--steps", "2"])
+    assert [(row["base_dim"], row["batch_size"], row["mode"]) for row in rows] == [(8, 2, "eager")]
+    assert rows[0]["images_per_second"] > 0 and rows[0]["loss"] > 0
+    profiles = profile_step.main(["--device", "cpu", "--base_dim", "8", "--batch_sizes", "2",
+                                  "--compile", "no", "--repeats", "2"])
+    assert set(profiles[0]["milliseconds"]) == {"full step", "fwd+bwd", "fwd (no grad)", "adamw",
+                                                "ema", "clip"}
+    assert all(ms > 0 for ms in profiles[0]["milliseconds"].values())
+    output = capsys.readouterr().out
+    assert "ms/step" in output and "host time per step" in output and "Self CPU" in output
