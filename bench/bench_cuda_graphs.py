@@ -18,10 +18,10 @@ import argparse
 import time
 
 import torch
+from bench_speed import RandomBatchTraining
 
 from ddpm_lib.model import UNet, UNetConfig
-from ddpm_lib.schedule import make_schedule
-from ddpm_lib.train import exponential_moving_average, optimization_step
+from ddpm_lib.runtime import synchronize
 
 
 def time_step(base_dim: int, batch: int, mode: str, args: argparse.Namespace,
@@ -29,23 +29,14 @@ def time_step(base_dim: int, batch: int, mode: str, args: argparse.Namespace,
     """Milliseconds a step for one setting (and the compile time, the last loss, peak memory)."""
     torch._dynamo.reset()
     torch.manual_seed(0)
-    schedule = make_schedule("linear", 1000).to(device)
     model = UNet(UNetConfig(base_dim=base_dim)).to(device)
-    ema = exponential_moving_average(model, 0.999)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, fused=device.type == "cuda")
-    generator = torch.Generator(device=device).manual_seed(0)
-    x0 = torch.rand(batch, 3, 28, 28, device=device) * 2 - 1
+    training = RandomBatchTraining(model, batch, device, lr=1e-3)
     network = model if mode == "eager" else torch.compile(
         model, dynamic=False, mode=None if mode == "default" else mode)
 
     def run(steps: int) -> list[torch.Tensor]:
-        losses = []
-        for _ in range(steps):
-            torch.compiler.cudagraph_mark_step_begin()
-            losses.append(optimization_step(network, ema, optimizer, schedule, x0, generator,
-                                            1.0).detach())
-        if device.type == "cuda":
-            torch.cuda.synchronize()
+        losses = [training.step(network).detach() for _ in range(steps)]
+        synchronize(device)
         return losses
 
     started = time.perf_counter()

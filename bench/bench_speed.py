@@ -20,6 +20,7 @@ import argparse
 import json
 import platform
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -49,16 +50,39 @@ def forward_flops(model: UNet, image_size: int) -> int:
     return counter.get_total_flops()
 
 
+@dataclass
+class RandomBatchTraining:
+    """What one training step of ``ddpm_lib.train`` needs, on a fixed batch of random images:
+    the schedule, an EMA of ``model`` (0.999), AdamW as in training (fused on CUDA), a seeded
+    noise generator. The benchmarks time :meth:`step` (and its parts)."""
+
+    model: UNet
+    batch_size: int
+    device: torch.device
+    lr: float = 2e-4
+
+    def __post_init__(self) -> None:
+        self.schedule = make_schedule("linear", 1000).to(self.device)
+        self.ema = exponential_moving_average(self.model, 0.999)
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=self.lr,
+                                           fused=self.device.type == "cuda")
+        self.generator = torch.Generator(device=self.device).manual_seed(0)
+        size = self.model.config.image_size
+        self.x0 = torch.rand(self.batch_size, 3, size, size, device=self.device) * 2 - 1
+
+    def step(self, network: torch.nn.Module) -> torch.Tensor:
+        """One ``optimization_step`` through ``network`` (the model or its compiled form)."""
+        next_step()
+        return optimization_step(network, self.ema, self.optimizer, self.schedule, self.x0,
+                                 self.generator, 1.0)
+
+
 def time_training(model: UNet, batch_size: int, steps: int, device: torch.device,
                   compile: bool) -> tuple[float, float]:
     """(seconds per optimisation step at ``batch_size`` after two warm-up steps, seconds spent
     compiling). The optimizer is AdamW as in ``ddpm_lib.train`` (fused on CUDA)."""
-    schedule = make_schedule("linear", 1000).to(device)
-    ema = exponential_moving_average(model, 0.999)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=2e-4, fused=device.type == "cuda")
-    generator = torch.Generator(device=device).manual_seed(0)
+    training = RandomBatchTraining(model, batch_size, device)
     size = model.config.image_size
-    x0 = torch.rand(batch_size, 3, size, size, device=device) * 2 - 1
     started = time.perf_counter()
     trained = model
     if compile:
@@ -69,13 +93,11 @@ def time_training(model: UNet, batch_size: int, steps: int, device: torch.device
     synchronize(device)
     compile_seconds = time.perf_counter() - started
     for _ in range(2):
-        next_step()
-        optimization_step(trained, ema, optimizer, schedule, x0, generator, 1.0)
+        training.step(trained)
     synchronize(device)
     started = time.perf_counter()
     for _ in range(steps):
-        next_step()
-        optimization_step(trained, ema, optimizer, schedule, x0, generator, 1.0)
+        training.step(trained)
     synchronize(device)
     return (time.perf_counter() - started) / steps, compile_seconds
 

@@ -20,13 +20,12 @@ import time
 from collections.abc import Callable
 
 import torch
+from bench_speed import RandomBatchTraining
 from torch.profiler import ProfilerActivity, profile
 
 from ddpm_lib.diffusion import diffusion_loss
 from ddpm_lib.model import UNet, UNetConfig
 from ddpm_lib.runtime import autocast_for, compile_with_fallback, example_batch, synchronize
-from ddpm_lib.schedule import make_schedule
-from ddpm_lib.train import exponential_moving_average, optimization_step
 
 
 def milliseconds(step: Callable[[], object], device: torch.device, repeats: int = 30) -> float:
@@ -44,29 +43,25 @@ def milliseconds(step: Callable[[], object], device: torch.device, repeats: int 
 def profile_batch(batch: int, args: argparse.Namespace, device: torch.device) -> dict:
     torch._dynamo.reset()
     torch.manual_seed(0)
-    schedule = make_schedule("linear", 1000).to(device)
     model = UNet(UNetConfig(base_dim=args.base_dim)).to(device)
-    ema = exponential_moving_average(model, 0.999)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, fused=device.type == "cuda")
-    generator = torch.Generator(device=device).manual_seed(0)
-    x0 = torch.rand(batch, 3, 28, 28, device=device) * 2 - 1
+    training = RandomBatchTraining(model, batch, device, lr=1e-3)
     compiled = compile_with_fallback(model, example_batch(batch, 28, device), backward=True,
                                      enabled=args.compile == "yes")
 
     def full():
-        optimization_step(compiled, ema, optimizer, schedule, x0, generator, 1.0)
+        training.step(compiled)
 
     def forward_backward():
         with autocast_for(device):
-            loss = diffusion_loss(compiled, schedule, x0, generator)
+            loss = diffusion_loss(compiled, training.schedule, training.x0, training.generator)
         loss.backward()
 
     def forward_only():
         with torch.no_grad(), autocast_for(device):
-            compiled(x0, torch.zeros(batch, dtype=torch.long, device=device))
+            compiled(training.x0, torch.zeros(batch, dtype=torch.long, device=device))
 
     parts = {"full step": full, "fwd+bwd": forward_backward, "fwd (no grad)": forward_only,
-             "adamw": optimizer.step, "ema": lambda: ema.update_parameters(model),
+             "adamw": training.optimizer.step, "ema": lambda: training.ema.update_parameters(model),
              "clip": lambda: torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)}
     timings = {name: milliseconds(part, device, args.repeats) for name, part in parts.items()}
     print(f"batch {batch}: " + ", ".join(f"{name} {ms:.2f}" + (" ms" if name == "full step" else "")
