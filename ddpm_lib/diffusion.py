@@ -95,17 +95,26 @@ def diffusion_loss(
     schedule: NoiseSchedule,
     x0: torch.Tensor,
     generator: torch.Generator | None = None,
+    min_snr_gamma: float = 0.0,
 ) -> torch.Tensor:
     """The simplified training objective (DDPM eq. 14, Algorithm 1):
 
     L_simple = E_{t, x_0, ε} ‖ε - ε_θ(√ᾱ_t x_0 + √(1-ᾱ_t) ε, t)‖²,  t ~ U{0 … T-1}.
+
+    With ``min_snr_gamma`` = γ > 0, each example's error is weighted by min(SNR_t, γ) / SNR_t
+    (Min-SNR-γ, Hang et al. 2023, for ε-prediction): the nearly noise-free steps, whose
+    gradients conflict with the rest and teach little, count less.
     """
     t = torch.randint(
         0, schedule.num_timesteps, (len(x0),), device=x0.device, generator=generator
     )
     noise = torch.randn(x0.shape, device=x0.device, dtype=x0.dtype, generator=generator)
     predicted_noise = model(q_sample(schedule, x0, t, noise), t)
-    return F.mse_loss(predicted_noise.float(), noise.float())
+    if min_snr_gamma <= 0:
+        return F.mse_loss(predicted_noise.float(), noise.float())
+    per_example = (predicted_noise.float() - noise.float()).square().flatten(1).mean(dim=1)
+    snr = schedule.snr[t].float()
+    return (per_example * snr.clamp(max=min_snr_gamma) / snr).mean()
 
 
 @torch.no_grad()

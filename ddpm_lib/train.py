@@ -104,6 +104,8 @@ class TrainConfig:
     warmup_steps: int = 0
     lr_schedule: str = "constant"
     compile: str = "auto"
+    min_snr_gamma: float = 0.0
+    eval_interval: int = 1
     recipe: str = "assignment"
 
     @classmethod
@@ -277,13 +279,15 @@ def optimization_step(
     x0: torch.Tensor,
     generator: torch.Generator,
     grad_clip: float,
+    min_snr_gamma: float = 0.0,
 ) -> torch.Tensor:
     """One step of Algorithm 1 on ``x0``: L_simple (bf16 on CUDA), AdamW, gradient clipping, EMA.
 
     ``trained`` is the network (or its DistributedDataParallel wrapper); returns the loss.
+    ``min_snr_gamma`` > 0 weights the loss by Min-SNR-γ (see :func:`diffusion_loss`).
     """
     with autocast_for(x0.device):
-        loss = diffusion_loss(trained, schedule, x0, generator)
+        loss = diffusion_loss(trained, schedule, x0, generator, min_snr_gamma)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     if grad_clip > 0:
@@ -492,7 +496,7 @@ def _train(
                     set_learning_rate(optimizer, learning_rate_at(config, step, total_steps))
                 next_step()
                 loss = optimization_step(trained, ema, optimizer, schedule, x0, noise_generator,
-                                         config.grad_clip)
+                                         config.grad_clip, config.min_snr_gamma)
                 step += 1
                 pending_losses.append(loss.detach())
                 if len(pending_losses) >= 50:
@@ -509,8 +513,10 @@ def _train(
             train_seconds += epoch_seconds
             images_seen += epoch_images
             last_loss = flush_losses() if pending_losses else last_loss
-            if group.is_main:
-                finished = step >= total_steps
+            finished, whole_epochs = step >= total_steps, step // steps_per_epoch
+            due = any(whole_epochs % every == 0
+                      for every in (config.eval_interval, config.save_interval))
+            if group.is_main and (finished or due):
                 eval_loss = evaluate_and_save(final=finished)
                 print(
                     f"epoch {step / steps_per_epoch:.2f}/{config.epochs}: loss {last_loss:.4f}, "
@@ -558,7 +564,8 @@ def check_replicas_identical(model: torch.nn.Module, group: ProcessGroup) -> Non
 def validate(config: TrainConfig, group: ProcessGroup) -> None:
     """Reject impossible settings with a message that says which argument to change."""
     problems = []
-    for name in ("epochs", "batch_size", "timesteps", "save_interval", "sample_interval"):
+    for name in ("epochs", "batch_size", "timesteps", "save_interval", "sample_interval",
+                 "eval_interval"):
         if getattr(config, name) < 1:
             problems.append(f"--{name} must be at least 1 (got {getattr(config, name)})")
     if config.lr <= 0:
@@ -567,6 +574,8 @@ def validate(config: TrainConfig, group: ProcessGroup) -> None:
         problems.append(f"--schedule must be one of {SCHEDULES} (got {config.schedule!r})")
     if not 0 <= config.ema_decay < 1:
         problems.append(f"--ema_decay must be in [0, 1) (got {config.ema_decay})")
+    if config.min_snr_gamma < 0:
+        problems.append(f"--min_snr_gamma must be 0 (off) or positive (got {config.min_snr_gamma})")
     if config.warmup_steps < 0:
         problems.append(f"--warmup_steps must be 0 or more (got {config.warmup_steps})")
     if config.lr_schedule not in ("constant", "cosine"):
@@ -641,6 +650,8 @@ HELP = {
     "warmup_steps": "raise the learning rate linearly from 0 over this many steps (0: none)",
     "lr_schedule": "after the warm-up: constant, or cosine (decays to 0 at the last step)",
     "compile": "torch.compile the network: auto (on CUDA), yes or no; falls back to eager",
+    "min_snr_gamma": "weight each example's loss by min(SNR_t, γ)/SNR_t (Min-SNR-γ; 0: off)",
+    "eval_interval": "evaluate the EMA and write last.pt/best_model.pt every this many epochs",
     "recipe": "defaults to start from: assignment (the original code's) or fast (see RECIPES)",
 }
 
