@@ -4,9 +4,10 @@ Trains with ``ddpm_lib.train.train`` (the workbook's own loop: data on the devic
 checkpoints) for ``--train_minutes`` of wall-clock time, and every ``--eval_every_minutes``
 scores the EMA network: ``--num_images`` samples from ``--curve_sampler`` with
 ``--curve_steps`` steps, quantised to 8-bit pixels like the PNGs, judged by the offline digit
-evaluator (digit-FID against MNIST's training set, next to the real-data floor; each digit's
-share). The clock is the run's wall time since the start of training (data loading, compiling
-and checkpoints included) minus the benchmark's own evaluations. At the end the final EMA is
+evaluator (digit-FID, KID, precision/recall, digit shares and memorisation against the
+training images of ``--data_path``, next to the real-data floors; each digit's share). The clock
+is the run's wall time since the start of training (data loading, compiling and checkpoints
+included) minus the benchmark's own evaluations. At the end the final EMA is
 scored with every ``--final_samplers`` entry, each timed over all ``--num_images`` images.
 
 ``--network diffusers`` trains HF diffusers' ``UNet2DModel`` (attention at the lowest
@@ -43,7 +44,7 @@ from torchvision.utils import save_image
 
 from ddpm_lib import __version__
 from ddpm_lib.diffusion import DEFAULT_STEPS, SAMPLERS, VARIANCES, sample
-from ddpm_lib.evaluator import evaluate_samples, load_digit_classifier
+from ddpm_lib.evaluator import evaluate_samples, load_digit_classifier, load_training_images
 from ddpm_lib.generate import load_for_sampling, to_pixels
 from ddpm_lib.runtime import (
     Stream,
@@ -101,6 +102,7 @@ class Scorer:
     def __init__(self, args: argparse.Namespace, schedule: NoiseSchedule, device: torch.device):
         self.args, self.schedule, self.device = args, schedule, device
         self.classifier, self.facts = load_digit_classifier(device=device)
+        self.train_images = load_training_images(args.data_path)  # uint8, read once
         self.compiled: dict[int, nn.Module] = {}
 
     def network_for(self, network: nn.Module) -> nn.Module:
@@ -135,11 +137,15 @@ class Scorer:
         network.eval()
         images, seconds = self.sample(network, spec)
         network.train(was_training)
-        report = evaluate_samples(images, self.classifier, self.facts)
+        report = evaluate_samples(images, self.train_images, self.classifier, self.facts)
         return {"sampler": spec.name, "steps": spec.steps, "clip_denoised": spec.clip,
                 "variance": spec.variance, "sampling_seconds": seconds,
                 "digit_fid": report.digit_fid, "digit_fid_floor": report.digit_fid_floor,
                 "ratio_to_floor": report.digit_fid / report.digit_fid_floor,
+                "kid": report.kid, "kid_floor": report.floors["kid"],
+                "kid_ratio_to_floor": report.kid / report.floors["kid"],
+                "precision": report.precision, "recall": report.recall,
+                "class_tv": report.class_tv, "memorised_share": report.memorised_share,
                 "largest_share_gap_points": 100 * report.largest_share_gap,
                 "class_share": report.class_share.tolist(),
                 "mean_confidence": report.mean_confidence, "images": images}

@@ -9,8 +9,10 @@ The grader runs ``python -m pytorch_fid generated_images data/mnist_rgb`` (or ``
 Everything here goes through pytorch-fid's functions; only the file listing (recursive), the
 reference-statistics cache and the error messages are ours. A number is only ever reported as
 an FID when it was made with pytorch-fid's FID weights. Its offline complement, which needs no
-download, is the digit evaluator (``ddpm_lib.evaluator``, ``--digits`` here): a small MNIST
-classifier's "digit-FID", digit shares and confidence, never under the name FID.
+download, is the digit evaluator (``ddpm_lib.evaluator``, ``--digits`` here): an MNIST
+classifier's "digit-FID", KID, precision/recall, digit shares and memorisation check, never under
+the name FID. The file listing and the Fréchet distance live there, and this module imports them
+(the evaluator imports nothing from here).
 
 Command line::
 
@@ -37,9 +39,15 @@ import numpy as np
 import torch
 from PIL import Image
 from pytorch_fid import inception as fid_inception
-from pytorch_fid.fid_score import calculate_activation_statistics, calculate_frechet_distance
+from pytorch_fid.fid_score import calculate_activation_statistics
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+from .evaluator import (
+    DEFAULT_TRAIN_DIR,
+    folder_report,
+    frechet_distance,
+    list_images,
+)
+
 DEFAULT_CACHE_DIR = Path("data/fid_stats")
 GRADED_NUM_IMAGES = 10_000
 MIN_UNBIASED_IMAGES = 2048
@@ -55,18 +63,6 @@ def resolve_device(device: str | torch.device | None = None) -> torch.device:
     if device is None:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(device)
-
-
-def list_images(folder: str | Path) -> list[Path]:
-    """All PNG/JPG files under ``folder``, searched recursively (digit subfolders too), sorted."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise FileNotFoundError(f"image folder not found: {folder}")
-    return sorted(
-        path
-        for path in folder.rglob("*")
-        if path.suffix.lower() in IMAGE_SUFFIXES and path.is_file()
-    )
 
 
 def _require_two_images(count: int, where: str | Path) -> None:
@@ -138,9 +134,9 @@ def _install_weights(weights_path: str | Path) -> Path:
 
 
 OFFLINE_COMPLEMENT_HINT = (
-    "For an offline check of digit quality (a small MNIST classifier's digit-FID, digit shares "
-    "and confidence; not an FID), add --digits to python -m ddpm_lib.fid GENERATED REFERENCE, "
-    "or run python -m ddpm_lib.evaluator GENERATED."
+    "For an offline check of digit quality (an MNIST classifier's digit-FID, KID, precision/"
+    "recall, digit shares, memorisation; not an FID), add --digits to python -m ddpm_lib.fid "
+    "GENERATED REFERENCE, or run python -m ddpm_lib.evaluator GENERATED."
 )
 
 
@@ -311,51 +307,6 @@ def reference_statistics(
     return mu, sigma
 
 
-def frechet_distance(
-    mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray
-) -> float:
-    """d² = ||μ1 − μ2||² + Tr(Σ1 + Σ2 − 2 (Σ1 Σ2)^{1/2}), by pytorch-fid's own function.
-
-    That is what pytorch-fid reports as "FID" (the squared distance, as everyone does).
-    """
-    if np.shape(mu1) != np.shape(mu2) or np.shape(sigma1) != np.shape(sigma2):
-        raise ValueError(
-            f"statistics do not match: mu {np.shape(mu1)} vs {np.shape(mu2)}, "
-            f"sigma {np.shape(sigma1)} vs {np.shape(sigma2)} (same --dims on both sides?)"
-        )
-    try:
-        return float(calculate_frechet_distance(mu1, sigma1, mu2, sigma2))
-    except TypeError as error:  # pytorch-fid 0.3 with SciPy ≥ 1.18: sqrtm lost its disp argument
-        if "disp" not in str(error):
-            raise
-        return frechet_distance_without_disp(mu1, sigma1, mu2, sigma2)
-
-
-def frechet_distance_without_disp(
-    mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray, eps: float = 1e-6
-) -> float:
-    """The same d² for SciPy ≥ 1.18, where pytorch-fid 0.3's call ``sqrtm(..., disp=False)``
-    fails: (Σ1 Σ2)^{1/2} by ``scipy.linalg.sqrtm``, retried with ε·I added to both covariances if
-    it is not finite, and its real part kept (an imaginary part above 1e-3 on the diagonal is an
-    error), as pytorch-fid does. The package pins SciPy < 1.18; this keeps older environments
-    (such as a GPU image with a newer SciPy) working."""
-    from scipy import linalg
-
-    mu1, mu2 = np.atleast_1d(mu1), np.atleast_1d(mu2)
-    sigma1, sigma2 = np.atleast_2d(sigma1), np.atleast_2d(sigma2)
-    covmean = linalg.sqrtm(sigma1.dot(sigma2))
-    if not np.isfinite(covmean).all():
-        offset = np.eye(sigma1.shape[0]) * eps
-        covmean = linalg.sqrtm((sigma1 + offset).dot(sigma2 + offset))
-    if np.iscomplexobj(covmean):
-        largest = np.max(np.abs(np.diagonal(covmean).imag))
-        if largest > 1e-3:
-            raise ValueError(f"(Σ1 Σ2)^(1/2) has an imaginary component {largest}")
-        covmean = covmean.real
-    diff = mu1 - mu2
-    return float(diff.dot(diff) + np.trace(sigma1) + np.trace(sigma2) - 2 * np.trace(covmean))
-
-
 def image_format_problems(files: Sequence[Path], root: Path, image_size: int = 28) -> list[str]:
     """Which ``files`` are not ``image_size``×``image_size`` RGB (or cannot be read), named
     relative to ``root``, one line per kind of problem."""
@@ -477,11 +428,17 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--digits",
         action="store_true",
-        help="with GENERATED REFERENCE: first print the offline digit evaluator's report on "
-        "GENERATED (as python -m ddpm_lib.evaluator: a small MNIST classifier's digit-FID "
-        "against MNIST's training set next to the real-data floor, digit shares next to MNIST's, "
-        "mean confidence; not an FID). It needs no download and does not read REFERENCE, so it "
-        "is printed even when the FID cannot be computed; the exit status is then still 1",
+        help="with GENERATED REFERENCE: first print the offline digit evaluator's table on "
+        "GENERATED (as python -m ddpm_lib.evaluator: an MNIST classifier's digit-FID, KID, "
+        "precision/recall, digit shares, memorisation, each beside its real-data floor and "
+        "noise; not an FID) against the training images in --train_dir. It needs no download and "
+        "does not read REFERENCE, so it is printed even when the FID cannot be computed; the exit "
+        "status is then still 1",
+    )
+    parser.add_argument(
+        "--train_dir",
+        default=DEFAULT_TRAIN_DIR,
+        help="with --digits: MNIST's training set as PNGs (default %(default)s)",
     )
     parser.add_argument("--num_images", type=int, default=GRADED_NUM_IMAGES)
     parser.add_argument("--image_size", type=int, default=28)
@@ -536,10 +493,9 @@ def _run_fid(args: argparse.Namespace) -> None:
     evaluator's report on GENERATED comes first, so it is there even when the FID fails."""
     generated, reference = args.paths
     if args.digits:
-        from .evaluator import folder_report  # here, not on top: evaluator imports this module
-
         _require_two_images(len(list_images(generated)), generated)  # the FID's own errors
-        print(folder_report(generated), flush=True)
+        print(folder_report([generated], args.train_dir, str(resolve_device(args.device))),
+              flush=True)
     value = compute_fid(
         generated,
         reference,

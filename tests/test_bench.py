@@ -44,7 +44,9 @@ def test_quality_benchmark_runs_at_toy_size(tmp_path, tiny_mnist_rgb, capsys):
     assert len(curve) >= 2  # evaluated at least at the first epoch and when time was up
     assert [p["wall_seconds"] for p in curve] == sorted(p["wall_seconds"] for p in curve)
     assert curve[-1]["wall_seconds"] >= 0.1 * 60
-    assert all(p["digit_fid"] > 0 and p["digit_fid_floor"] > 1 for p in curve)
+    assert all(p["digit_fid"] > 0 and p["digit_fid_floor"] > 0 for p in curve)
+    assert all(0 <= p["precision"] <= 1 and 0 <= p["memorised_share"] <= 1 for p in curve)
+    assert all(p["kid_ratio_to_floor"] == p["kid"] / p["kid_floor"] for p in curve)
     assert [(f["sampler"], f["steps"], f["clip_denoised"], f["variance"])
             for f in result["final"]] == [
         ("ddpm", 0, True, None), ("ddim", 3, True, None), ("dpm++", 3, False, None),
@@ -104,6 +106,7 @@ def test_quality_benchmark_scores_a_checkpoint_without_training(tmp_path, tiny_m
                       checkpoint_dir=str(tmp_path / "c"), sample_dir=str(tmp_path / "s")))
     result = bench_quality.main([
         "--checkpoint", str(tmp_path / "c" / "last.pt"), "--device", "cpu", "--timesteps", "20",
+        "--data_path", str(tiny_mnist_rgb),
         "--num_images", "6", "--sample_batch", "6", "--final_samplers", "ddim:2", "ancestral:2",
         "--work_dir", str(tmp_path / "run"), "--json", str(tmp_path / "q.json")])
     assert result["curve"] == [] and result["training_images_per_second"] is None
@@ -127,3 +130,60 @@ def test_cuda_graph_comparison_and_step_profile_run_at_toy_size(capsys):
     assert all(ms > 0 for ms in profiles[0]["milliseconds"].values())
     output = capsys.readouterr().out
     assert "ms/step" in output and "host time per step" in output and "Self CPU" in output
+
+
+def test_evaluator_sensitivity_table_runs_at_toy_size(tmp_path, monkeypatch, capsys):
+    """Synthetic "MNIST" (random strokes) through the whole script: rows, seeds, table, JSON."""
+    import bench_evaluator
+    import numpy as np
+    import torch
+
+    generator = torch.Generator().manual_seed(0)
+
+    def fake_mnist(source_dir, train=True, download_root=None):
+        count = 300 if train else 60
+        images = torch.zeros(count, 1, 28, 28, dtype=torch.uint8)
+        for image in images:
+            top, left = torch.randint(3, 15, (2,), generator=generator).tolist()
+            image[0, top: top + 10, left: left + 4] = 255
+        return images, torch.arange(count) % 10
+
+    monkeypatch.setattr(bench_evaluator, "load_mnist_idx", fake_mnist)
+    samples = []
+    for seed, shape in ((1, (30, 28, 28)), (2, (30, 3, 28, 28))):
+        path = tmp_path / f"seed{seed}.npz"
+        rng = np.random.default_rng(seed)
+        np.savez(path, images=rng.integers(0, 256, shape, dtype=np.uint8))
+        samples.append(str(path))
+    out = tmp_path / "evaluator.json"
+    result = bench_evaluator.main(["--mnist_dir", str(tmp_path), "--num_images", "50",
+                                   "--device", "cpu", "--samples", "noise=" + ",".join(samples),
+                                   "--json", str(out)])
+    assert json.loads(out.read_text()) == json.loads(json.dumps(result))
+    rows = {row["name"]: row for row in result["rows"]}
+    assert list(rows) == ["MNIST test", "test + noise σ=0.1", "test + noise σ=0.3",
+                          "test blurred σ=1 px", "test digits 0–4 only", "noise"]
+    assert rows["MNIST test"]["count"] == 50 and rows["test digits 0–4 only"]["count"] == 50
+    assert rows["noise"]["sets"] == 2 and rows["noise"]["measures"]["kid"]["std"] > 0
+    kid = {name: row["measures"]["kid"]["mean"] for name, row in rows.items()}  # vs the toy train
+    assert kid["test + noise σ=0.3"] > kid["test + noise σ=0.1"] > kid["MNIST test"]
+    table = capsys.readouterr().out
+    assert "| noise | 30 |" in table and "±" in table and "stored floor" in table
+
+
+def test_evaluator_bench_spoilers():
+    import bench_evaluator
+    import torch
+
+    images = torch.full((4, 1, 28, 28), 128, dtype=torch.uint8)
+    noisy = bench_evaluator.with_pixel_noise(images, 0.1)
+    assert noisy.dtype == torch.uint8 and 20 < (noisy.float() - 128).std() < 31
+    edge = torch.zeros(1, 1, 28, 28, dtype=torch.uint8)
+    edge[..., 14:] = 255
+    assert 0 < bench_evaluator.blurred(edge, 1.0)[0, 0, 0, 13] < 255
+    labels = torch.tensor([0, 5, 1, 9])
+    chosen = bench_evaluator.only_digits(torch.arange(4).view(4, 1, 1, 1), labels, range(5), 5)
+    chosen = chosen.flatten().tolist()
+    assert len(chosen) == 5 and chosen[:2] == [0, 2] and set(chosen) == {0, 2}  # each once first
+    with pytest.raises(SystemExit, match="NAME=path.npz"):
+        bench_evaluator.parse_samples(["no_equals_sign"])

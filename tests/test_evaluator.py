@@ -1,24 +1,40 @@
-"""The offline digit evaluator: its network, its committed weights, digit-FID and class balance."""
+"""The offline digit evaluator: its network, its committed weights and facts, every measure."""
+
+import re
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 import torch
-from conftest import write_digit_folder
+from conftest import REPO_ROOT, write_digit_folder
 from PIL import Image
 
 from ddpm_lib.data import load_mnist_idx
 from ddpm_lib.evaluator import (
     FEATURE_DIM,
+    MEASURES,
     WEIGHTS_PATH,
     DigitClassifier,
-    digit_fid,
-    digit_statistics,
+    class_balance,
     evaluate_samples,
+    kernel_inception_distance,
+    list_images,
     load_digit_classifier,
     load_folder,
     main,
+    measure_table,
+    nearest_distances,
+    precision_recall,
+    reference_subset,
+    summarise,
 )
-from ddpm_lib.fid import list_images
+
+sys.path.insert(0, str(REPO_ROOT / "tools"))
+
+import train_digit_classifier  # noqa: E402
+
+KEYS = [key for key, *_ in MEASURES]
 
 
 def test_classifier_shapes_and_gray_equals_rgb():
@@ -26,73 +42,244 @@ def test_classifier_shapes_and_gray_equals_rgb():
     model = DigitClassifier().eval()
     gray = torch.rand(4, 1, 28, 28) * 2 - 1
     rgb = gray.expand(-1, 3, -1, -1)
+    assert FEATURE_DIM >= 256
     assert model.features(gray).shape == (4, FEATURE_DIM)
     assert model(gray).shape == (4, 10)
     assert torch.allclose(model(gray), model(rgb))
 
 
-def test_committed_weights_load_with_their_facts():
-    assert WEIGHTS_PATH.stat().st_size < 1024 * 1024
+def test_committed_weights_hold_their_facts():
+    assert WEIGHTS_PATH.stat().st_size < 2 * 1024 * 1024
     model, facts = load_digit_classifier()
     assert not model.training
-    assert facts["seed"] == 0 and facts["test_accuracy"] > 0.98
-    assert facts["digit_fid_floor"] > 0
+    assert facts["seed"] == 0 and facts["test_accuracy"] >= 0.995
     assert facts["trained_by"].startswith("tools/train_digit_classifier.py")
+    assert set(facts["floors"]) == set(facts["noise"]) == set(KEYS)
+    assert all(facts["noise"][key] > 0 for key in KEYS)
+    assert facts["floors"]["memorised_share"] == pytest.approx(0.01, abs=0.001)
+    assert facts["memorisation_threshold"] > 0
+    assert facts["train_sigma"].shape == (FEATURE_DIM, FEATURE_DIM)
+    assert facts["feature_condition_number"] < 1e6  # Σ of full rank, so (Σ1 Σ2)^{1/2} is stable
+    assert torch.linalg.eigvalsh(facts["train_sigma"].double()).min() > 0
 
 
-def test_statistics_of_a_set_and_digit_fid():
-    model, _ = load_digit_classifier()
+def test_training_is_reproducible_bit_for_bit():
     generator = torch.Generator().manual_seed(0)
-    images = torch.randint(0, 256, (64, 3, 28, 28), dtype=torch.uint8, generator=generator)
-    stats = digit_statistics(model, images)
-    assert stats.count == 64 and stats.mu.shape == (FEATURE_DIM,)
-    assert stats.class_share.sum() == pytest.approx(1.0)
-    assert 0.1 <= stats.mean_confidence <= 1.0
-    assert digit_fid(stats, stats) == pytest.approx(0.0, abs=1e-6)
-    flat = torch.randint(0, 2, (64, 1, 1, 1), dtype=torch.uint8).expand(-1, 3, 28, 28)
-    blank = digit_statistics(model, flat.contiguous())
-    assert digit_fid(stats, blank) > 1.0
-    with pytest.raises(ValueError, match="at least 2 images"):
-        digit_statistics(model, images[:1])
+    images = torch.randint(0, 256, (48, 1, 28, 28), dtype=torch.uint8, generator=generator)
+    labels = torch.randint(0, 10, (48,), generator=generator)
+    was_deterministic = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(True)
+    try:
+        runs = [train_digit_classifier.train_classifier(images, labels, epochs=2, batch_size=16,
+                                                        seed=seed) for seed in (0, 0, 1)]
+    finally:
+        torch.use_deterministic_algorithms(was_deterministic)
+    first, again, other = (run.state_dict() for run in runs)
+    assert all(torch.equal(first[name], again[name]) for name in first)
+    assert not torch.equal(first["head.1.weight"], other["head.1.weight"])
+
+
+def test_augmentation_moves_each_image_its_own_way():
+    images = torch.zeros(8, 1, 28, 28, dtype=torch.uint8)
+    images[:, :, 10:18, 12:16] = 255
+    moved = train_digit_classifier.augment(images, torch.Generator().manual_seed(0))
+    assert moved.shape == (8, 1, 28, 28) and moved.min() >= -1 and moved.max() <= 1
+    assert moved[:, :, 0].eq(-1).all()  # the background stays black
+    assert len({tuple(image.flatten().tolist()) for image in moved}) == 8
+
+
+def test_kid_is_zero_for_one_distribution_and_positive_for_a_shifted_one():
+    generator = torch.Generator().manual_seed(0)
+    first, second, shifted = (torch.randn(2000, 32, generator=generator) for _ in range(3))
+    same = kernel_inception_distance(first, second, subsets=20, subset_size=500)
+    moved = kernel_inception_distance(first, shifted + 0.3, subsets=20, subset_size=500)
+    assert abs(same) < 0.01 < moved
+
+
+def test_kid_is_the_unbiased_mmd_by_hand():
+    generator = torch.Generator().manual_seed(1)
+    x, y = torch.randn(6, 3, generator=generator), torch.randn(6, 3, generator=generator) + 1
+
+    def k(a, b):
+        return (float(a @ b) / 3 + 1) ** 3
+
+    pairs = [(i, j) for i in range(6) for j in range(6) if i != j]
+    by_hand = (sum(k(x[i], x[j]) + k(y[i], y[j]) for i, j in pairs) / 30
+               - 2 * sum(k(a, b) for a in x for b in y) / 36)
+    assert kernel_inception_distance(x, y, subsets=3, subset_size=6) == pytest.approx(by_hand)
+
+
+def test_kid_is_unbiased_on_average():
+    """Over many small draws of one distribution the mean is 0 within its standard error; the
+    biased estimate (diagonal kept) would be clearly positive at m = 10."""
+    generator = torch.Generator().manual_seed(2)
+    draws = [kernel_inception_distance(torch.randn(10, 4, generator=generator),
+                                       torch.randn(10, 4, generator=generator), subsets=1)
+             for _ in range(400)]
+    assert abs(np.mean(draws)) < 3 * np.std(draws) / np.sqrt(len(draws))
+
+
+def clusters(centres: torch.Tensor, per_cluster: int, seed: int) -> torch.Tensor:
+    """Tight Gaussian clusters around ``centres`` (C, d): (C · per_cluster, d)."""
+    generator = torch.Generator().manual_seed(seed)
+    noise = 0.1 * torch.randn(len(centres), per_cluster, centres.shape[1], generator=generator)
+    return (centres[:, None] + noise).flatten(0, 1)
+
+
+def test_precision_and_recall():
+    centres = 10 * torch.eye(4, 8)
+    real = clusters(centres, 50, seed=0)
+    assert precision_recall(real, real) == (1.0, 1.0)
+    assert precision_recall(real + 100, real) == (0.0, 0.0)
+    fresh_precision, fresh_recall = precision_recall(clusters(centres, 50, seed=1), real)
+    assert fresh_precision > 0.8 and fresh_recall > 0.8  # a new draw of the same clusters
+    precision, recall = precision_recall(clusters(centres[:2], 100, seed=2), real)  # 2 of 4
+    assert precision == pytest.approx(fresh_precision, abs=0.1)
+    assert recall == pytest.approx(fresh_recall / 2, abs=0.05)
+    tiny = precision_recall(real[:2], real)  # k shrinks to N − 1 for two samples
+    assert 0 <= tiny[1] <= tiny[0] == 1.0
+
+
+def test_nearest_distances_match_cdist():
+    generator = torch.Generator().manual_seed(0)
+    queries, base = torch.rand(7, 20, generator=generator), torch.rand(30, 20, generator=generator)
+    distances = torch.cdist(queries, base)
+    assert torch.allclose(nearest_distances(queries, base), distances.min(1).values, atol=1e-5)
+    second = distances.sort(1).values[:, 1]
+    assert torch.allclose(nearest_distances(queries, base, k=2), second, atol=1e-5)
+    own = torch.cdist(base, base).sort(1).values[:, 3]
+    assert torch.allclose(nearest_distances(base, base, 3, skip_self=True), own, atol=1e-4)
+
+
+def test_class_balance_on_a_known_example():
+    shares = np.array([0.5, 0.5] + [0.0] * 8)
+    tv, largest = class_balance(shares, np.full(10, 0.1))
+    assert tv == pytest.approx(0.8) and largest == pytest.approx(0.4)
+    assert class_balance(shares, shares) == (0.0, 0.0)
+
+
+def test_reference_subset_does_not_depend_on_the_order():
+    generator = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (300, 1, 28, 28), dtype=torch.uint8, generator=generator)
+    order = torch.randperm(300, generator=generator)
+    chosen = images[reference_subset(images, 100)]
+    again = images[order][reference_subset(images[order], 100)]
+    as_set = {tuple(image.flatten().tolist()) for image in chosen}
+    assert len(as_set) == 100 and as_set == {tuple(i.flatten().tolist()) for i in again}
+    rgb = images[order].expand(-1, 3, -1, -1)
+    assert torch.equal(reference_subset(rgb, 100), reference_subset(images[order], 100))
+
+
+def blobs(count: int, seed: int) -> torch.Tensor:
+    """Random bright rectangles on black: uint8 (count, 3, 28, 28)."""
+    generator = torch.Generator().manual_seed(seed)
+    images = torch.zeros(count, 3, 28, 28, dtype=torch.uint8)
+    for image in images:
+        top, left = torch.randint(2, 14, (2,), generator=generator).tolist()
+        image[:, top: top + 12, left: left + 6] = torch.randint(
+            100, 256, (12, 6), dtype=torch.uint8, generator=generator)
+    return images
+
+
+def test_memorisation_flags_copies_not_fresh_images():
+    model, facts = load_digit_classifier()
+    train = blobs(300, seed=0)
+    copies, fresh = train[:20], blobs(20, seed=1)
+    report = evaluate_samples(torch.cat([copies, fresh]), train, model, facts)
+    assert report.memorised_share == pytest.approx(0.5)
+    assert evaluate_samples(fresh, train, model, facts).memorised_share == 0.0
+    assert evaluate_samples(train[:40], train, model, facts).memorised_share == 1.0
+
+
+def test_report_summary_and_summarise(capsys):
+    model, facts = load_digit_classifier()
+    train = blobs(300, seed=0)
+    reports = [evaluate_samples(blobs(64, seed), train, model, facts, seed=seed)
+               for seed in (3, 4)]
+    assert reports[0].count == 64 and 0 <= reports[0].precision <= 1
+    assert reports[0].digit_fid > 10 * reports[0].digit_fid_floor  # blobs are not digits
+    stats = summarise(reports)
+    values = np.array([[getattr(r, key) for key in KEYS] for r in reports])
+    for key, column in zip(KEYS, values.T, strict=True):
+        assert stats[key] == pytest.approx((column.mean(), column.std(ddof=1)))
+    assert summarise(reports[:1])["kid"] == (reports[0].kid, 0.0)
+    table = measure_table(reports)
+    assert "digit-FID (not an FID)" in table and "±" in table and "mean ± std of 2 sets" in table
+    fid_row = next(line for line in table.splitlines() if line.startswith("digit-FID"))
+    assert f"{reports[0].floors['digit_fid']:.3f}" in fid_row
+    assert "predicted digits:" in reports[0].summary() and "±" not in reports[0].summary()
 
 
 @pytest.mark.slow
 @pytest.mark.real_mnist
-def test_stored_accuracy_and_floor_hold_on_real_mnist(mnist_dir, tmp_path):
+def test_mnist_test_set_scores_at_its_stored_floor(mnist_dir, tmp_path):
     model, facts = load_digit_classifier()
     test_images, test_labels = load_mnist_idx(mnist_dir, train=False, download_root=tmp_path)
     train_images, _ = load_mnist_idx(mnist_dir, train=True, download_root=tmp_path)
     with torch.no_grad():
         predictions = model(test_images.float() / 127.5 - 1).argmax(1)
-    assert (predictions == test_labels).float().mean().item() == pytest.approx(
+    assert (predictions == test_labels).double().mean().item() == pytest.approx(
         facts["test_accuracy"], abs=1e-4)
-    test_stats = digit_statistics(model, test_images)
-    floor = digit_fid(test_stats, digit_statistics(model, train_images))
-    assert floor == pytest.approx(facts["digit_fid_floor"], rel=1e-3)
-    # The test set's digits are shared out as in MNIST's labels, within a point.
-    true_share = torch.bincount(test_labels, minlength=10).double().numpy() / len(test_labels)
-    assert abs(test_stats.class_share - true_share).max() < 0.01
+    report = evaluate_samples(test_images, train_images, model, facts)
+    for key in KEYS:
+        assert getattr(report, key) == pytest.approx(facts["floors"][key], rel=1e-3, abs=1e-6), key
+    # the PNG folder's order picks the same reference subset: the same numbers
+    shuffled = torch.randperm(len(train_images), generator=torch.Generator().manual_seed(0))
+    as_png_folder = train_images[shuffled].expand(-1, 3, -1, -1)
+    again = evaluate_samples(test_images, as_png_folder, model, facts)
+    assert again.kid == pytest.approx(report.kid, rel=1e-3)
+    assert again.precision == pytest.approx(report.precision, abs=1e-4)
 
 
-def test_real_digits_score_near_the_floor_and_noise_far_from_it(tiny_mnist_rgb, capsys):
+def test_cli_prints_one_table_for_one_or_several_folders(tiny_mnist_rgb, tmp_path, capsys):
+    second = write_digit_folder(tmp_path / "second", per_digit=2, seed=1)
+    main([str(tiny_mnist_rgb), "--train_dir", str(tiny_mnist_rgb)])
+    heading, *lines = capsys.readouterr().out.splitlines()
+    assert "not the Inception FID" in heading and str(tiny_mnist_rgb) in heading
+    fid_row = next(line for line in lines if line.startswith("digit-FID"))
     model, facts = load_digit_classifier()
-    assert facts["train_mu"].shape == (FEATURE_DIM,)
-    assert facts["train_class_share"].sum().item() == pytest.approx(1.0)
-    noise = torch.randint(0, 256, (200, 3, 28, 28), dtype=torch.uint8,
-                          generator=torch.Generator().manual_seed(0))
-    report = evaluate_samples(noise, model, facts)
-    assert report.digit_fid > 10 * report.digit_fid_floor
-    assert "not an FID" in report.summary()
-    mnist_shares = report.summary().splitlines()[2]
-    assert mnist_shares.startswith("MNIST's training: 0: ")
-    assert f"1: {100 * facts['train_class_share'][1].item():4.1f}%" in mnist_shares
-    main([str(tiny_mnist_rgb)])
-    heading, first_line = capsys.readouterr().out.splitlines()[:2]
-    assert "not the Inception FID" in heading
-    expected = evaluate_samples(load_folder(tiny_mnist_rgb), model, facts)
-    assert first_line.startswith(f"digit-FID {expected.digit_fid:.3f} against")
-    with pytest.raises(SystemExit, match="error: .*does not exist|error: .*missing|error:"):
-        main([str(tiny_mnist_rgb / "nowhere")])
+    expected = evaluate_samples(load_folder(tiny_mnist_rgb), load_folder(tiny_mnist_rgb),
+                                model, facts)
+    assert re.split(r"\s{2,}", fid_row)[1] == f"{expected.digit_fid:.3f}"
+    assert any(line.startswith("memorised") for line in lines)
+    main([str(tiny_mnist_rgb), str(second), "--train_dir", str(tiny_mnist_rgb)])
+    out = capsys.readouterr().out
+    assert "mean ± std of 2 sets" in out and "±" in out.splitlines()[3]
+
+
+@pytest.mark.parametrize("problem", ["missing", "one image", "wrong size", "not a png",
+                                     "no training images"])
+def test_cli_errors_are_one_line(problem, tiny_mnist_rgb, tmp_path):
+    folder = write_digit_folder(tmp_path / "samples", per_digit=1)
+    train_dir, expected = tiny_mnist_rgb, {
+        "missing": "image folder not found: .*nowhere", "one image": "at least 2 images, got 1",
+        "wrong size": r"not 28×28.*odd\.png \(32×32\)",
+        "not a png": r"cannot read image .*odd\.png",
+        "no training images": "not found in .*no_train.*python -m ddpm_lib.data"}[problem]
+    if problem == "missing":
+        folder = tmp_path / "nowhere"
+    elif problem == "one image":
+        folder = tmp_path / "lonely"
+        folder.mkdir()
+        Image.new("RGB", (28, 28)).save(folder / "00001.png")
+    elif problem == "wrong size":
+        Image.new("RGB", (32, 32)).save(folder / "3" / "odd.png")
+    elif problem == "not a png":
+        (folder / "3" / "odd.png").write_bytes(b"not a png")
+    else:
+        train_dir = tmp_path / "no_train"
+    with pytest.raises(SystemExit) as caught:
+        main([str(folder), "--train_dir", str(train_dir)])
+    message = caught.value.code
+    assert isinstance(message, str) and message.startswith("error: ") and "\n" not in message
+    assert re.search(expected, message)
+
+
+def test_cli_module_exits_non_zero_without_traceback(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "ddpm_lib.evaluator", str(tmp_path / "nowhere")],
+                            cwd=REPO_ROOT, capture_output=True, text=True, check=False)
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert result.stderr.strip().endswith("nowhere")
 
 
 def test_load_folder_reads_the_files_the_fid_reads(tmp_path):
@@ -106,19 +293,3 @@ def test_load_folder_reads_the_files_the_fid_reads(tmp_path):
         with Image.open(path) as expected:
             assert np.array_equal(image.permute(1, 2, 0).numpy(), np.array(expected.convert("RGB")))
     assert images[files.index(folder / "grey.png")].eq(200).all()
-
-    Image.new("RGB", (32, 32)).save(folder / "3" / "odd.png")
-    wrong_size = r"1 of 13 images in .*samples are not 28×28.* e\.g\. 3/odd\.png \(32×32\)"
-    with pytest.raises(ValueError, match=wrong_size):
-        load_folder(folder)
-    (folder / "3" / "odd.png").write_bytes(b"not a png")
-    with pytest.raises(ValueError, match=r"cannot read image .*odd\.png"):
-        load_folder(folder)
-
-    lonely = tmp_path / "lonely"
-    lonely.mkdir()
-    Image.new("RGB", (28, 28)).save(lonely / "00001.png")
-    with pytest.raises(ValueError, match=r"at least 2 images, got 1 in .*lonely"):
-        load_folder(lonely)
-    with pytest.raises(FileNotFoundError, match="nowhere"):
-        load_folder(tmp_path / "nowhere")

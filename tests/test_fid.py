@@ -85,7 +85,7 @@ def write_submission(root: Path, count: int) -> Path:
     return root
 
 
-DIGIT_REPORT_LINES = 6
+DIGIT_REPORT_LINES = 3 + len(evaluator.MEASURES) + 2  # heading, legend, header; rows; shares
 
 
 def split_digit_report(stdout: str) -> tuple[list[str], list[str]]:
@@ -94,25 +94,26 @@ def split_digit_report(stdout: str) -> tuple[list[str], list[str]]:
     return lines[:DIGIT_REPORT_LINES], lines[DIGIT_REPORT_LINES:]
 
 
-def assert_digit_report(lines: list[str], folder: Path) -> None:
-    """``lines`` are the digit evaluator's report on ``folder``: its values, from
-    ``evaluate_samples``, printed under a heading that says it is not the Inception FID."""
-    expected = evaluator.evaluate_samples(evaluator.load_folder(folder))
-    heading, fid_line, predicted, mnist, confidence, footnote = lines
+def assert_digit_report(lines: list[str], folder: Path, train_dir: Path) -> None:
+    """``lines`` are the digit evaluator's table on ``folder`` against the training images in
+    ``train_dir``: its values, from ``evaluate_samples``, under a heading that says it is not the
+    Inception FID."""
+    expected = evaluator.evaluate_samples(
+        evaluator.load_folder(folder), evaluator.load_folder(train_dir)
+    )
+    heading, _, _, *rows, predicted, mnist = lines
     assert heading.startswith(f"Offline digit evaluator on {folder} ")
     assert "not the Inception FID" in heading
-    assert fid_line.startswith(f"digit-FID {expected.digit_fid:.3f} against MNIST's training set")
-    assert f"floor, test set vs training set: {expected.digit_fid_floor:.3f};" in fid_line
-    assert fid_line.endswith(f"over {expected.count} images")
+    printed = dict(re.split(r"\s{2,}", row)[:2] for row in rows)
+    for key, label, scale, decimals, _ in evaluator.MEASURES:
+        assert printed[label] == f"{scale * getattr(expected, key):.{decimals}f}"
     for line, label, shares in (
         (predicted, "predicted digits:", expected.class_share),
         (mnist, "MNIST's training:", expected.mnist_class_share),
     ):
         assert line.startswith(label)
-        printed = [(int(d), float(p)) for d, p in re.findall(r"(\d): +([\d.]+)%", line)]
-        assert printed == [(d, round(100 * share, 1)) for d, share in enumerate(shares)]
-    assert confidence.endswith(f"mean confidence {expected.mean_confidence:.3f}")
-    assert "not an FID" in footnote
+        printed_shares = [(int(d), float(p)) for d, p in re.findall(r"(\d): +([\d.]+)%", line)]
+        assert printed_shares == [(d, round(100 * share, 1)) for d, share in enumerate(shares)]
 
 
 def test_list_images_is_recursive_and_sorted(tiny_mnist_rgb: Path) -> None:
@@ -421,6 +422,7 @@ def test_cli_digits_without_weights_prints_report_then_fails_with_pointer(
 ) -> None:
     generated = write_noise_folder(tmp_path / "generated", count=20)
     argv = [str(generated), str(tiny_mnist_rgb), "--digits", "--device", "cpu"]
+    argv += ["--train_dir", str(tiny_mnist_rgb)]
     with pytest.warns(UserWarning, match="only 20 images"), pytest.raises(SystemExit) as caught:
         fid.main([*argv, "--cache_dir", str(tmp_path / "cache")])
     message = caught.value.code
@@ -429,7 +431,7 @@ def test_cli_digits_without_weights_prints_report_then_fails_with_pointer(
     assert message.endswith(fid.OFFLINE_COMPLEMENT_HINT)
     assert "--digits" in message and "python -m ddpm_lib.evaluator GENERATED" in message
     report, after = split_digit_report(capsys.readouterr().out)
-    assert_digit_report(report, generated)
+    assert_digit_report(report, generated, tiny_mnist_rgb)
     assert [line for line in after if not line.startswith("Downloading: ")] == []  # torch hub's
     assert not (tmp_path / "cache").exists()
 
@@ -445,10 +447,11 @@ def test_cli_digits_before_the_fid(
     monkeypatch.setattr(fid, "load_fid_inception", lambda *args, **kwargs: random_init_inception)
     generated = shutil.copytree(tiny_mnist_rgb, tmp_path / "generated")
     argv = [str(generated), str(tiny_mnist_rgb), "--digits", "--dims", str(DIMS)]
+    argv += ["--train_dir", str(tiny_mnist_rgb)]
     with pytest.warns(UserWarning, match="only 40 images"):
         fid.main([*argv, "--cache_dir", str(tmp_path / "cache")])
     report, (last,) = split_digit_report(capsys.readouterr().out)
-    assert_digit_report(report, generated)
+    assert_digit_report(report, generated, tiny_mnist_rgb)
     assert re.fullmatch(r"FID: -?\d+\.\d\d", last) and abs(float(last.removeprefix("FID: "))) < 1e-2
 
 
@@ -470,12 +473,13 @@ def test_cli_digits_generated_folder_errors_come_first(
     assert "--digits goes with GENERATED REFERENCE" in capsys.readouterr().err
 
 
-def test_module_digits_without_a_valid_reference(tmp_path: Path) -> None:
-    """``python -m`` (evaluator imports fid): the report needs no REFERENCE, the FID does."""
+def test_module_digits_without_a_valid_reference(tmp_path: Path, tiny_mnist_rgb: Path) -> None:
+    """``python -m`` (fid imports the evaluator): the report needs no REFERENCE, the FID does."""
     generated = write_noise_folder(tmp_path / "generated", count=20)
     missing_reference = tmp_path / "no_ref"
     result = subprocess.run(
-        [sys.executable, "-m", "ddpm_lib.fid", str(generated), str(missing_reference), "--digits"],
+        [sys.executable, "-m", "ddpm_lib.fid", str(generated), str(missing_reference), "--digits",
+         "--train_dir", str(tiny_mnist_rgb)],
         cwd=REPO_ROOT,
         capture_output=True,
         text=True,
@@ -483,7 +487,7 @@ def test_module_digits_without_a_valid_reference(tmp_path: Path) -> None:
     )
     assert result.returncode == 1
     report, after = split_digit_report(result.stdout)
-    assert_digit_report(report, generated)
+    assert_digit_report(report, generated, tiny_mnist_rgb)
     assert after == []
     last = result.stderr.strip().splitlines()[-1]
     assert last == f"error: reference folder or statistics file not found: {missing_reference}"
@@ -494,7 +498,7 @@ def test_frechet_distance_without_disp_matches_pytorch_fid():
     """The fallback for SciPy ≥ 1.18 gives pytorch-fid's number on the same statistics."""
     from pytorch_fid.fid_score import calculate_frechet_distance
 
-    from ddpm_lib.fid import frechet_distance_without_disp
+    from ddpm_lib.evaluator import frechet_distance_without_disp
 
     rng = np.random.default_rng(0)
     a, b = rng.normal(size=(200, 16)), rng.normal(0.3, 1.2, size=(200, 16))
