@@ -345,9 +345,11 @@ def _train(
     on_progress: Callable[[dict[str, Any]], None] | None,
     network: torch.nn.Module | None = None,
 ) -> TrainResult:
+    run_started = time.perf_counter()
     validate(config, group)
     checkpoint_dir, sample_dir = Path(config.checkpoint_dir), Path(config.sample_dir)
     resume_state = load_resume_state(config)
+    earlier_wall_seconds = resume_state.get("wall_seconds", 0.0) if resume_state else 0.0
 
     images = MnistRGBFolder(config.data_path, image_size=config.image_size).load_all(
         progress=group.is_main
@@ -405,7 +407,8 @@ def _train(
         kept = step if resume_state is not None else None
         loss_log = CsvLog(checkpoint_dir / "train_log.csv", ["step", "epoch", "loss"], kept)
         eval_log = CsvLog(
-            checkpoint_dir / "eval_log.csv", ["step", "epoch", "eval_loss", "best"], kept
+            checkpoint_dir / "eval_log.csv",
+            ["step", "epoch", "eval_loss", "best", "wall_seconds"], kept
         )
         print(
             f"training on {device} ({group.world_size} process(es)): {len(images)} images, "
@@ -425,7 +428,12 @@ def _train(
             "model_config": config.model_config().to_dict(),
             "eval_loss": eval_loss,
             "best_eval_loss": best_eval_loss,
+            "wall_seconds": wall_seconds(),
         }
+
+    def wall_seconds() -> float:
+        """Seconds since this run began (data loading and compiling included), over sessions."""
+        return earlier_wall_seconds + time.perf_counter() - run_started
 
     def evaluate_and_save(final: bool) -> float:
         """Rank 0: evaluate the EMA, write last.pt, best_model.pt if better, and interval files."""
@@ -435,7 +443,7 @@ def _train(
         best_eval_loss = min(best_eval_loss, eval_loss)
         epoch = step / steps_per_epoch
         eval_log.append([{"step": step, "epoch": f"{epoch:.4f}", "eval_loss": eval_loss,
-                          "best": int(is_best)}])
+                          "best": int(is_best), "wall_seconds": f"{wall_seconds():.1f}"}])
         state = checkpoint_state(eval_loss)
         save_checkpoint(state, checkpoint_dir / "last.pt")
         if is_best:  # for sampling: no optimizer state, half the size
