@@ -465,8 +465,6 @@ def measure_table(reports: list[SampleReport]) -> str:
     return "\n".join(lines)
 
 
-
-
 def folder_report(folders: list[str | Path], train_dir: str | Path = DEFAULT_TRAIN_DIR,
                   device: str = "cpu") -> str:
     """The evaluator's table for one folder of samples or mean ± std over several."""
