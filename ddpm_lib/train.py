@@ -61,13 +61,15 @@ from .runtime import (
 from .schedule import SCHEDULES, NoiseSchedule, make_schedule
 
 #: Named sets of defaults. "assignment" is the original code's; "fast" is the workbook's
-#: recipe for one GPU: half the UNet's width (2.2 M parameters, a quarter of the FLOPs), batches
-#: of 1,024 with a learning rate scaled up after a short linear warm-up and decayed to zero on a
-#: cosine. Measured against each other in docs/BENCHMARKS.md.
+#: recipe for one GPU, chosen with the digit evaluator for quality per minute of wall time: the
+#: assignment's UNet, 40 epochs in batches of 512 with a learning rate raised to 10⁻³ after a
+#: short linear warm-up and decayed to zero on a cosine, evaluated and saved every 5 epochs.
+#: Measured against each other, and against the 32-wide recipe it replaced, in
+#: docs/BENCHMARKS.md.
 RECIPES: dict[str, dict[str, Any]] = {
     "assignment": {},
-    "fast": {"base_dim": 32, "batch_size": 1024, "lr": 1e-3, "warmup_steps": 100,
-             "lr_schedule": "cosine", "epochs": 120},
+    "fast": {"batch_size": 512, "lr": 1e-3, "warmup_steps": 100, "lr_schedule": "cosine",
+             "epochs": 40, "eval_interval": 5},
 }
 
 
@@ -370,6 +372,8 @@ def _train(
 
     torch.manual_seed(config.seed)
     model = (network if network is not None else UNet(config.model_config())).to(device)
+    if device.type == "cuda":  # NHWC convolutions: 11 % faster training steps on an H200
+        model = model.to(memory_format=torch.channels_last)
     ema = exponential_moving_average(model, config.ema_decay)
     optimizer = torch.optim.AdamW(
         model.parameters(), lr=config.lr, weight_decay=config.weight_decay,

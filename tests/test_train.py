@@ -158,8 +158,9 @@ def test_recipe_sets_defaults_and_explicit_flags_win(monkeypatch):
     config = seen["config"]
     fast = train_module.RECIPES["fast"]
     assert (config.recipe, config.epochs) == ("fast", 7)  # given explicitly: kept
-    assert (config.base_dim, config.batch_size, config.lr, config.lr_schedule) == (
-        fast["base_dim"], fast["batch_size"], fast["lr"], fast["lr_schedule"])
+    assert (config.batch_size, config.lr, config.lr_schedule, config.eval_interval) == (
+        fast["batch_size"], fast["lr"], fast["lr_schedule"], fast["eval_interval"])
+    assert config.base_dim == 64  # not in the recipe: the assignment's UNet
     assert train_module.TrainConfig.from_recipe("fast", lr=3e-4).lr == 3e-4
     assert train_module.TrainConfig.from_recipe("assignment") == train_module.TrainConfig()
     with pytest.raises(ValueError, match="unknown recipe"):
