@@ -187,3 +187,33 @@ def test_evaluator_bench_spoilers():
     assert len(chosen) == 5 and chosen[:2] == [0, 2] and set(chosen) == {0, 2}  # each once first
     with pytest.raises(SystemExit, match="NAME=path.npz"):
         bench_evaluator.parse_samples(["no_equals_sign"])
+
+
+def test_quality_curve_scores_every_kept_checkpoint_at_its_wall_time(tmp_path, tiny_mnist_rgb):
+    import quality_curve
+
+    from ddpm_lib.train import TrainConfig, train
+
+    train(TrainConfig(data_path=str(tiny_mnist_rgb), base_dim=8, time_emb_dim=16, epochs=3,
+                      batch_size=8, timesteps=20, sample_steps=5, device="cpu", save_interval=2,
+                      eval_interval=1, checkpoint_dir=str(tmp_path / "c"),
+                      sample_dir=str(tmp_path / "s")))
+    curve = quality_curve.main([
+        str(tmp_path / "c"), "--sampler", "ancestral:2", "--num_images", "6",
+        "--sample_batch", "6", "--data_path", str(tiny_mnist_rgb), "--device", "cpu",
+        "--json", str(tmp_path / "curve.json")])
+    assert [point["checkpoint"] for point in curve] == ["checkpoint_epoch_0002.pt"]
+    assert curve[0]["epoch"] == 2 and curve[0]["wall_seconds"] > 0 and curve[0]["digit_fid"] > 0
+    assert json.loads((tmp_path / "curve.json").read_text())["curve"][0]["step"] == 10
+
+
+def test_layout_benchmark_runs_at_toy_size(tmp_path, capsys):
+    import bench_layout
+
+    rows = bench_layout.main(["--device", "cpu", "--base_dim", "8", "--sample_batch", "2",
+                              "--train_batch", "2", "--forward_passes", "1", "--train_steps", "1",
+                              "--json", str(tmp_path / "layout.json")])
+    assert [(r["channels_last"], r["cudnn_benchmark"]) for r in rows] == [
+        (False, False), (False, True), (True, False), (True, True)]
+    assert all(r["forward_seconds"] > 0 and r["train_images_per_second"] > 0 for r in rows)
+    assert "images/s" in capsys.readouterr().out

@@ -383,3 +383,26 @@ def test_loss_falls_when_training_on_a_tiny_dataset():
         optimizer.step()
         losses.append(loss.item())
     assert sum(losses[-10:]) / 10 < 0.5 * sum(losses[:10]) / 10
+
+
+def test_min_snr_weighting_scales_each_example_by_min_snr_gamma_over_snr():
+    """With a network that predicts ε̂ = 0, each example's error is mean(ε²); Min-SNR-γ weights
+    it by min(SNR_t, γ)/SNR_t for the t drawn, and γ above every SNR weights nothing."""
+    x0 = torch.zeros(256, 1, 2, 2)
+
+    def predicts_zero(x, t):
+        return torch.zeros_like(x)
+
+    def loss(**kwargs):
+        return diffusion_loss(predicts_zero, SCHEDULE, x0, torch.Generator().manual_seed(0),
+                              **kwargs).item()
+
+    replay = torch.Generator().manual_seed(0)  # diffusion_loss's draws: t, then ε
+    t = torch.randint(0, SCHEDULE.num_timesteps, (len(x0),), generator=replay)
+    per_example = torch.randn(x0.shape, generator=replay).square().flatten(1).mean(dim=1)
+    snr = SCHEDULE.snr[t]
+    assert loss() == pytest.approx(per_example.mean().item(), rel=1e-5)
+    assert loss(min_snr_gamma=5.0) == pytest.approx(
+        (per_example * snr.clamp(max=5.0) / snr).mean().item(), rel=1e-5)
+    assert loss(min_snr_gamma=5.0) < 0.95 * loss()  # the low-noise steps (t < 90) count less
+    assert loss(min_snr_gamma=float(SCHEDULE.snr.max()) * 2) == pytest.approx(loss(), rel=1e-5)

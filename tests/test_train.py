@@ -241,3 +241,27 @@ def test_compile_failure_falls_back_to_the_eager_network(monkeypatch, capsys):
     assert runtime.should_compile("yes", torch.device("cpu")) is True
     with pytest.raises(ValueError, match="--compile"):
         runtime.should_compile("maybe", torch.device("cpu"))
+
+
+def test_eval_interval_evaluates_every_n_epochs_and_at_save_epochs_and_the_end(
+        tiny_mnist_rgb, tmp_path):
+    """eval_interval 2, save_interval 3, 5 epochs: evaluations after epochs 2, 3, 4 and 5 (the
+    last), each row with the wall time since the run began, which a resumed run carries on."""
+    config = tiny_config(tiny_mnist_rgb, tmp_path, epochs=5, eval_interval=2, save_interval=3,
+                         max_steps=20)
+    train(config)
+    train(replace(config, max_steps=0, resume="last"))
+    with open(tmp_path / "checkpoints" / "eval_log.csv") as file:
+        rows = list(csv.DictReader(file))
+    assert [float(r["epoch"]) for r in rows] == [2, 3, 4, 5]
+    seconds = [float(r["wall_seconds"]) for r in rows]
+    assert seconds == sorted(seconds) and seconds[0] > 0
+    kept = sorted(p.name for p in (tmp_path / "checkpoints").glob("checkpoint_epoch_*.pt"))
+    assert kept == ["checkpoint_epoch_0003.pt"]
+
+
+@pytest.mark.parametrize("flag, value", [("eval_interval", 0), ("min_snr_gamma", -1.0)])
+def test_impossible_interval_or_weighting_is_refused_naming_the_flag(
+        tiny_mnist_rgb, tmp_path, flag, value):
+    with pytest.raises(ValueError, match=f"--{flag}"):
+        train(tiny_config(tiny_mnist_rgb, tmp_path, **{flag: value}))
