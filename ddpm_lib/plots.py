@@ -305,26 +305,3 @@ def plot_quality_vs_time(
     ax.set(yscale="log", xlabel="training wall time (minutes)", ylabel="digit-FID (10,000 samples)")
     ax.legend(frameon=False, fontsize=8, loc="upper right")
     return fig
-
-
-def plot_quality_vs_steps(
-    results: Mapping[str, Sequence[Mapping[str, Any]]], floor: float, num_timesteps: int = 1000
-) -> plt.Figure:
-    """Digit-FID against the number of sampler steps (log-log), one line per sampler.
-
-    ``results`` maps a sampler's name to rows with ``steps`` (0: all ``num_timesteps``) and
-    ``digit_fid``.
-    """
-    use_style()
-    fig, ax = plt.subplots(figsize=(6, 3.6))
-    for label, rows in results.items():
-        rows = sorted(rows, key=lambda row: row["steps"] or num_timesteps)
-        steps = [row["steps"] or num_timesteps for row in rows]
-        ax.plot(steps, [row["digit_fid"] for row in rows], marker="o", markersize=4, label=label)
-    ax.axhline(floor, color="gray", linestyle="--", linewidth=1)
-    ax.text(0.01, floor, " real-data floor", va="bottom", fontsize=8, color="gray",
-            transform=ax.get_yaxis_transform())
-    ax.set(xscale="log", yscale="log", xlabel="sampler steps (network evaluations)",
-           ylabel="digit-FID (10,000 samples)")
-    ax.legend(frameon=False, fontsize=8)
-    return fig
