@@ -143,7 +143,6 @@ class Scorer:
                 "digit_fid": report.digit_fid, "digit_fid_floor": report.digit_fid_floor,
                 "ratio_to_floor": report.digit_fid / report.digit_fid_floor,
                 "kid": report.kid, "kid_floor": report.floors["kid"],
-                "kid_ratio_to_floor": report.kid / report.floors["kid"],
                 "precision": report.precision, "recall": report.recall,
                 "class_tv": report.class_tv, "memorised_share": report.memorised_share,
                 "largest_share_gap_points": 100 * report.largest_share_gap,
