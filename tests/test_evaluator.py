@@ -16,13 +16,15 @@ from ddpm_lib.evaluator import (
     MEASURES,
     WEIGHTS_PATH,
     DigitClassifier,
-    class_balance,
+    build_reference,
+    classify,
     evaluate_samples,
     kernel_inception_distance,
     list_images,
     load_digit_classifier,
     load_folder,
     main,
+    measure,
     measure_table,
     nearest_distances,
     precision_recall,
@@ -151,11 +153,29 @@ def test_nearest_distances_match_cdist():
     assert torch.allclose(nearest_distances(base, base, 3, skip_self=True), own, atol=1e-4)
 
 
-def test_class_balance_on_a_known_example():
-    shares = np.array([0.5, 0.5] + [0.0] * 8)
-    tv, largest = class_balance(shares, np.full(10, 0.1))
-    assert tv == pytest.approx(0.8) and largest == pytest.approx(0.4)
-    assert class_balance(shares, shares) == (0.0, 0.0)
+def test_digit_shares_against_known_reference_shares():
+    """Total variation ½ Σ|p − q| and the largest gap, with q chosen from the predictions p."""
+    model, facts = load_digit_classifier()
+    images, train = blobs(50, seed=5), blobs(300, seed=0)
+    _, probabilities = classify(model, images)
+    predicted = np.bincount(probabilities.argmax(1).numpy(), minlength=10) / 50
+
+    def shares_against(reference_share):
+        reference = build_reference(train, model, facts["train_mu"].numpy(),
+                                    facts["train_sigma"].numpy(), reference_share, 1.0)
+        values = measure(images, model, reference)
+        return values["class_tv"], values["largest_share_gap"]
+
+    assert shares_against(predicted) == (0.0, 0.0)
+    digit = int(predicted.argmax())
+    tv, largest = shares_against(np.eye(10)[digit])
+    assert tv == pytest.approx(1 - predicted[digit]) and largest == pytest.approx(tv)
+
+
+def test_classify_refuses_floats():
+    model, _ = load_digit_classifier()
+    with pytest.raises(ValueError, match="uint8"):
+        classify(model, torch.zeros(2, 3, 28, 28))
 
 
 def test_reference_subset_does_not_depend_on_the_order():
@@ -253,7 +273,7 @@ def test_cli_errors_are_one_line(problem, tiny_mnist_rgb, tmp_path):
     folder = write_digit_folder(tmp_path / "samples", per_digit=1)
     train_dir, expected = tiny_mnist_rgb, {
         "missing": "image folder not found: .*nowhere", "one image": "at least 2 images, got 1",
-        "wrong size": r"not 28×28.*odd\.png \(32×32\)",
+        "wrong size": r"odd\.png is 32×32, not 28×28",
         "not a png": r"cannot read image .*odd\.png",
         "no training images": "not found in .*no_train.*python -m ddpm_lib.data"}[problem]
     if problem == "missing":
