@@ -1,10 +1,8 @@
 """The noise-prediction network ε_θ(x_t, t): a small UNet for 28×28 (or 32×32) RGB images.
 
 The assignment's architecture: a sinusoidal time embedding, residual blocks with GroupNorm and
-SiLU, skip connections from every encoder block to the decoder, and a width ``base_dim`` that
-doubles at each lower resolution (28 → 14 → 7 for MNIST). One self-attention layer sits at the
-lowest resolution, where 7×7 = 49 positions make it cheap.
-"""
+SiLU, skips from every encoder block to the decoder, a width ``base_dim`` doubling at each lower
+resolution (28 → 14 → 7), and one self-attention layer at the lowest (7×7 = 49 positions)."""
 
 from __future__ import annotations
 
@@ -31,20 +29,16 @@ class UNetConfig:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "channel_mults", tuple(self.channel_mults))
-        factor = 2 ** (len(self.channel_mults) - 1)
-        if self.image_size % factor:
-            raise ValueError(
-                f"image_size {self.image_size} must be divisible by {factor} "
-                f"({len(self.channel_mults) - 1} halvings for channel_mults {self.channel_mults})"
-            )
+        halvings = len(self.channel_mults) - 1
+        if self.image_size % 2**halvings:
+            raise ValueError(f"image_size {self.image_size} must be divisible by {2**halvings} "
+                             f"({halvings} halvings for channel_mults {self.channel_mults})")
         if self.time_emb_dim % 2:
             raise ValueError(f"time_emb_dim must be even, got {self.time_emb_dim}")
         for mult in self.channel_mults:
             if (self.base_dim * mult) % self.norm_groups:
-                raise ValueError(
-                    f"base_dim × {mult} = {self.base_dim * mult} channels is not divisible by "
-                    f"norm_groups={self.norm_groups} (GroupNorm needs whole groups)"
-                )
+                raise ValueError(f"base_dim × {mult} = {self.base_dim * mult} channels is not "
+                                 f"divisible by norm_groups={self.norm_groups} (GroupNorm groups)")
 
     def to_dict(self) -> dict:
         """Plain types only, so a checkpoint loads with ``weights_only=True``."""
@@ -54,25 +48,17 @@ class UNetConfig:
 
 
 def sinusoidal_time_embedding(timesteps: torch.Tensor, dim: int) -> torch.Tensor:
-    """Transformer-style position encoding of the timestep (Vaswani et al. 2017, §3.5).
-
-    emb(t)_{2i} = sin(t / 10000^{2i/d}),  emb(t)_{2i+1} = cos(t / 10000^{2i/d}),
-    laid out as [sin …, cos …]. ``timesteps``: (B,) integers or floats → (B, dim).
-    """
+    """Transformer-style encoding of the timestep (Vaswani et al. 2017, §3.5), (B,) → (B, dim):
+    [sin(t / 10000^{2i/d}) for i < d/2, then cos(t / 10000^{2i/d}) for i < d/2]."""
     half = dim // 2
-    frequencies = torch.exp(
-        -math.log(10000.0) * torch.arange(half, device=timesteps.device, dtype=torch.float32)
-        / half
-    )
+    exponents = torch.arange(half, device=timesteps.device, dtype=torch.float32) / half
+    frequencies = torch.exp(-math.log(10000.0) * exponents)
     angles = timesteps.float()[:, None] * frequencies[None, :]
     return torch.cat([angles.sin(), angles.cos()], dim=1)
 
 
 class ResidualBlock(nn.Module):
-    """GroupNorm → SiLU → 3×3 conv, plus the time embedding, twice, with a residual connection.
-
-    h = conv(SiLU(GN(x))) + W·t_emb;  out = conv(SiLU(GN(h))) + skip(x).
-    """
+    """h = conv(SiLU(GN(x))) + W·t_emb;  out = conv(SiLU(GN(h))) + skip(x)."""
 
     def __init__(self, in_channels: int, out_channels: int, time_dim: int, groups: int):
         super().__init__()
@@ -81,11 +67,8 @@ class ResidualBlock(nn.Module):
         self.time_proj = nn.Linear(time_dim, out_channels)
         self.norm2 = nn.GroupNorm(groups, out_channels)
         self.conv2 = nn.Conv2d(out_channels, out_channels, 3, padding=1)
-        self.skip = (
-            nn.Conv2d(in_channels, out_channels, 1)
-            if in_channels != out_channels
-            else nn.Identity()
-        )
+        same = in_channels == out_channels
+        self.skip = nn.Identity() if same else nn.Conv2d(in_channels, out_channels, 1)
 
     def forward(self, x: torch.Tensor, time_emb: torch.Tensor) -> torch.Tensor:
         h = self.conv1(F.silu(self.norm1(x)))
@@ -109,26 +92,17 @@ class SelfAttention(nn.Module):
         return x + attended.transpose(1, 2).reshape(batch, channels, height, width)
 
 
-class Downsample(nn.Module):
-    """Halve the resolution with a strided 3×3 convolution."""
+class Resample(nn.Module):
+    """Halve the resolution (a strided 3×3 convolution) or double it (nearest-neighbour
+    upsampling, then a 3×3 convolution)."""
 
-    def __init__(self, channels: int):
+    def __init__(self, channels: int, down: bool):
         super().__init__()
-        self.conv = nn.Conv2d(channels, channels, 3, stride=2, padding=1)
+        self.down = down
+        self.conv = nn.Conv2d(channels, channels, 3, stride=2 if down else 1, padding=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.conv(x)
-
-
-class Upsample(nn.Module):
-    """Double the resolution: nearest-neighbour upsampling, then a 3×3 convolution."""
-
-    def __init__(self, channels: int):
-        super().__init__()
-        self.conv = nn.Conv2d(channels, channels, 3, padding=1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
+        return self.conv(x if self.down else F.interpolate(x, scale_factor=2.0, mode="nearest"))
 
 
 class UNet(nn.Module):
@@ -145,9 +119,8 @@ class UNet(nn.Module):
         self.config = config
         groups = config.norm_groups
         time_dim = 4 * config.time_emb_dim
-        self.time_mlp = nn.Sequential(
-            nn.Linear(config.time_emb_dim, time_dim), nn.SiLU(), nn.Linear(time_dim, time_dim)
-        )
+        self.time_mlp = nn.Sequential(nn.Linear(config.time_emb_dim, time_dim), nn.SiLU(),
+                                      nn.Linear(time_dim, time_dim))
         self.input_conv = nn.Conv2d(config.image_channels, config.base_dim, 3, padding=1)
 
         widths = [config.base_dim * mult for mult in config.channel_mults]
@@ -160,30 +133,25 @@ class UNet(nn.Module):
                 channels = width
                 skip_channels.append(channels)
             if level < len(widths) - 1:
-                self.encoder.append(Downsample(channels))
+                self.encoder.append(Resample(channels, down=True))
                 skip_channels.append(channels)
 
         self.middle_block1 = ResidualBlock(channels, channels, time_dim, groups)
-        self.middle_attention = (
-            SelfAttention(channels, groups) if config.attention_at_bottom else nn.Identity()
-        )
+        self.middle_attention = (SelfAttention(channels, groups) if config.attention_at_bottom
+                                 else nn.Identity())
         self.middle_block2 = ResidualBlock(channels, channels, time_dim, groups)
 
         self.decoder = nn.ModuleList()
         for level, width in reversed(list(enumerate(widths))):
             for _ in range(config.num_res_blocks + 1):
-                self.decoder.append(
-                    ResidualBlock(channels + skip_channels.pop(), width, time_dim, groups)
-                )
+                inputs = channels + skip_channels.pop()
+                self.decoder.append(ResidualBlock(inputs, width, time_dim, groups))
                 channels = width
             if level > 0:
-                self.decoder.append(Upsample(channels))
+                self.decoder.append(Resample(channels, down=False))
 
-        self.output = nn.Sequential(
-            nn.GroupNorm(groups, channels),
-            nn.SiLU(),
-            nn.Conv2d(channels, config.image_channels, 3, padding=1),
-        )
+        self.output = nn.Sequential(nn.GroupNorm(groups, channels), nn.SiLU(),
+                                    nn.Conv2d(channels, config.image_channels, 3, padding=1))
 
     def forward(self, x: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
         time_emb = self.time_mlp(sinusoidal_time_embedding(timesteps, self.config.time_emb_dim))

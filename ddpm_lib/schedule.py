@@ -1,10 +1,8 @@
 """Noise schedules: the variances β_1 … β_T and every quantity derived from them.
 
-Ho et al. (2020) fix the forward process q(x_t | x_{t-1}) = N(√(1-β_t) x_{t-1}, β_t I) with a
-linear schedule β_t from 1e-4 to 0.02 over T = 1000 steps; Nichol & Dhariwal (2021) proposed a
-cosine schedule of ᾱ_t instead, which destroys information more slowly at the start.
-
-Indices here are 0-based: ``betas[t]`` for t = 0 … T-1 is β_{t+1} of the paper.
+Ho et al. (2020) fix q(x_t | x_{t-1}) = N(√(1-β_t) x_{t-1}, β_t I) with β_t linear from 1e-4 to
+0.02 over T = 1000 steps; Nichol & Dhariwal (2021) proposed a cosine schedule of ᾱ_t, which
+destroys information more slowly at the start. Indices are 0-based: ``betas[t]`` is β_{t+1}.
 """
 
 from __future__ import annotations
@@ -15,30 +13,29 @@ from dataclasses import dataclass, fields
 import torch
 
 
+def check_timesteps(timesteps: int) -> None:
+    if timesteps < 1:
+        raise ValueError(f"timesteps must be at least 1, got {timesteps}")
+
+
 def linear_beta_schedule(
     timesteps: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02
 ) -> torch.Tensor:
     """β_t evenly spaced from ``beta_start`` to ``beta_end`` (Ho et al. 2020, §4). Shape (T,)."""
-    if timesteps < 1:
-        raise ValueError(f"timesteps must be at least 1, got {timesteps}")
+    check_timesteps(timesteps)
     if not 0.0 < beta_start <= beta_end < 1.0:
-        raise ValueError(
-            f"need 0 < beta_start <= beta_end < 1, got beta_start={beta_start}, "
-            f"beta_end={beta_end}"
-        )
+        raise ValueError(f"need 0 < beta_start <= beta_end < 1, got beta_start={beta_start}, "
+                         f"beta_end={beta_end}")
     return torch.linspace(beta_start, beta_end, timesteps, dtype=torch.float64)
 
 
 def cosine_beta_schedule(
     timesteps: int = 1000, offset: float = 0.008, max_beta: float = 0.999
 ) -> torch.Tensor:
-    """β_t from the cosine schedule of Nichol & Dhariwal (2021), eq. 17. Shape (T,).
-
-    ᾱ(t) = f(t) / f(0) with f(t) = cos²(((t/T + s) / (1 + s)) · π/2), and
-    β_t = 1 - ᾱ(t) / ᾱ(t-1), clipped to ``max_beta`` so the last steps stay finite.
-    """
-    if timesteps < 1:
-        raise ValueError(f"timesteps must be at least 1, got {timesteps}")
+    """β_t of the cosine schedule (Nichol & Dhariwal 2021, eq. 17), shape (T,): ᾱ(t) = f(t) / f(0)
+    with f(t) = cos²(((t/T + s) / (1 + s)) · π/2), and β_t = 1 - ᾱ(t) / ᾱ(t-1), clipped to
+    ``max_beta`` so the last steps stay finite."""
+    check_timesteps(timesteps)
     steps = torch.arange(timesteps + 1, dtype=torch.float64) / timesteps
     f = torch.cos((steps + offset) / (1 + offset) * math.pi / 2) ** 2
     alphas_cumprod = f / f[0]
@@ -48,37 +45,22 @@ def cosine_beta_schedule(
 
 @dataclass(frozen=True)
 class NoiseSchedule:
-    """Every per-timestep constant the forward process, the loss and the samplers need.
+    """Every per-timestep constant the forward process, the loss and the samplers need: tensors
+    of shape (T,), computed once in float64 by :meth:`from_betas` and stored as float32."""
 
-    All tensors have shape (T,). Computed once in float64 by :meth:`from_betas`, stored as float32.
-    """
-
-    betas: torch.Tensor
-    """β_t."""
-    alphas: torch.Tensor
-    """α_t = 1 - β_t."""
-    alphas_cumprod: torch.Tensor
-    """ᾱ_t = ∏_{s≤t} α_s."""
-    alphas_cumprod_prev: torch.Tensor
-    """ᾱ_{t-1}, with ᾱ_0 := 1 before the first step."""
-    sqrt_alphas_cumprod: torch.Tensor
-    """√ᾱ_t: the signal scale of q(x_t | x_0)."""
-    sqrt_one_minus_alphas_cumprod: torch.Tensor
-    """√(1-ᾱ_t): the noise scale of q(x_t | x_0)."""
-    sqrt_recip_alphas_cumprod: torch.Tensor
-    """1/√ᾱ_t, for x_0 = (x_t - √(1-ᾱ_t) ε) / √ᾱ_t."""
-    sqrt_recipm1_alphas_cumprod: torch.Tensor
-    """√(1/ᾱ_t - 1)."""
-    posterior_variance: torch.Tensor
-    """β̃_t = β_t (1-ᾱ_{t-1}) / (1-ᾱ_t): the variance of q(x_{t-1} | x_t, x_0) (eq. 7)."""
-    posterior_log_variance_clipped: torch.Tensor
-    """log β̃_t, with β̃ at t = 0 (which is 0) replaced by β̃ at t = 1."""
-    posterior_mean_coef1: torch.Tensor
-    """√ᾱ_{t-1} β_t / (1-ᾱ_t): the weight of x_0 in μ̃_t(x_t, x_0) (eq. 7)."""
-    posterior_mean_coef2: torch.Tensor
-    """√α_t (1-ᾱ_{t-1}) / (1-ᾱ_t): the weight of x_t in μ̃_t(x_t, x_0) (eq. 7)."""
-    snr: torch.Tensor
-    """Signal-to-noise ratio ᾱ_t / (1-ᾱ_t)."""
+    betas: torch.Tensor  # β_t
+    alphas: torch.Tensor  # α_t = 1 - β_t
+    alphas_cumprod: torch.Tensor  # ᾱ_t = ∏_{s≤t} α_s
+    alphas_cumprod_prev: torch.Tensor  # ᾱ_{t-1}, with ᾱ := 1 before the first step
+    sqrt_alphas_cumprod: torch.Tensor  # √ᾱ_t: the signal scale of q(x_t | x_0)
+    sqrt_one_minus_alphas_cumprod: torch.Tensor  # √(1-ᾱ_t): its noise scale
+    sqrt_recip_alphas_cumprod: torch.Tensor  # 1/√ᾱ_t, for x_0 = (x_t - √(1-ᾱ_t) ε) / √ᾱ_t
+    sqrt_recipm1_alphas_cumprod: torch.Tensor  # √(1/ᾱ_t - 1)
+    posterior_variance: torch.Tensor  # β̃_t = β_t (1-ᾱ_{t-1}) / (1-ᾱ_t) of q(x_{t-1}|x_t,x_0)
+    posterior_log_variance_clipped: torch.Tensor  # log β̃_t, with β̃ at t = 0 (0) set to β̃_1
+    posterior_mean_coef1: torch.Tensor  # √ᾱ_{t-1} β_t / (1-ᾱ_t): x_0's weight in μ̃_t (eq. 7)
+    posterior_mean_coef2: torch.Tensor  # √α_t (1-ᾱ_{t-1}) / (1-ᾱ_t): x_t's weight in μ̃_t
+    snr: torch.Tensor  # signal-to-noise ratio ᾱ_t / (1-ᾱ_t)
 
     @classmethod
     def from_betas(cls, betas: torch.Tensor) -> NoiseSchedule:
@@ -87,26 +69,20 @@ class NoiseSchedule:
         alphas = 1.0 - betas
         alphas_cumprod = torch.cumprod(alphas, dim=0)
         alphas_cumprod_prev = torch.cat([alphas_cumprod.new_ones(1), alphas_cumprod[:-1]])
-        posterior_variance = betas * (1.0 - alphas_cumprod_prev) / (1.0 - alphas_cumprod)
-        clip_from = posterior_variance[1] if len(betas) > 1 else betas[0]
-        posterior_log_variance = torch.log(
-            torch.cat([clip_from.reshape(1), posterior_variance[1:]])
-        )
+        one_minus = 1.0 - alphas_cumprod
+        posterior_variance = betas * (1.0 - alphas_cumprod_prev) / one_minus
+        clip_from = posterior_variance[1:2] if len(betas) > 1 else betas[:1]
         values = dict(
-            betas=betas,
-            alphas=alphas,
-            alphas_cumprod=alphas_cumprod,
-            alphas_cumprod_prev=alphas_cumprod_prev,
-            sqrt_alphas_cumprod=alphas_cumprod.sqrt(),
-            sqrt_one_minus_alphas_cumprod=(1.0 - alphas_cumprod).sqrt(),
+            betas=betas, alphas=alphas, alphas_cumprod=alphas_cumprod,
+            alphas_cumprod_prev=alphas_cumprod_prev, sqrt_alphas_cumprod=alphas_cumprod.sqrt(),
+            sqrt_one_minus_alphas_cumprod=one_minus.sqrt(),
             sqrt_recip_alphas_cumprod=alphas_cumprod.rsqrt(),
             sqrt_recipm1_alphas_cumprod=(1.0 / alphas_cumprod - 1.0).sqrt(),
             posterior_variance=posterior_variance,
-            posterior_log_variance_clipped=posterior_log_variance,
-            posterior_mean_coef1=alphas_cumprod_prev.sqrt() * betas / (1.0 - alphas_cumprod),
-            posterior_mean_coef2=alphas.sqrt() * (1.0 - alphas_cumprod_prev)
-            / (1.0 - alphas_cumprod),
-            snr=alphas_cumprod / (1.0 - alphas_cumprod),
+            posterior_log_variance_clipped=torch.cat([clip_from, posterior_variance[1:]]).log(),
+            posterior_mean_coef1=alphas_cumprod_prev.sqrt() * betas / one_minus,
+            posterior_mean_coef2=alphas.sqrt() * (1.0 - alphas_cumprod_prev) / one_minus,
+            snr=alphas_cumprod / one_minus,
         )
         return cls(**{name: value.to(torch.float32) for name, value in values.items()})
 
@@ -124,10 +100,7 @@ SCHEDULES = ("linear", "cosine")
 
 
 def make_schedule(
-    name: str = "linear",
-    timesteps: int = 1000,
-    beta_start: float = 1e-4,
-    beta_end: float = 0.02,
+    name: str = "linear", timesteps: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02
 ) -> NoiseSchedule:
     """The :class:`NoiseSchedule` called ``name`` ("linear" or "cosine") of ``timesteps`` steps."""
     if name == "linear":

@@ -16,6 +16,7 @@ from ddpm_lib.diffusion import (
     half_log_snr,
     iterate_forward_chain,
     log_snr_timesteps,
+    p_sample,
     predict_x0_from_eps,
     q_posterior_mean_variance,
     q_sample,
@@ -180,11 +181,31 @@ def test_samplers_are_deterministic_under_a_seed(tiny_model, sampler):
     again, _ = draw(0)
     other, _ = draw(1)
     assert first.shape == (3, 3, 28, 28)
-    assert first.min() >= -1 and first.max() <= 1
     assert torch.equal(first, again)
     assert not torch.equal(first, other)
     assert set(steps) <= {20, 10, 0} and {20, 0} <= set(steps)
     assert torch.equal(steps[0], first)
+
+
+def test_one_reverse_step_is_algorithm_2_in_its_mu_form(tiny_model):
+    """Unclipped, p_sample's μ̃_t(x_t, x̂_0) + σ_t z is DDPM eq. 11 written out,
+    x_{t-1} = 1/√α_t (x_t - β_t/√(1-ᾱ_t) ε_θ(x_t, t)) + σ_t z, for a given z and for z drawn
+    from a generator; at t = 0 no noise is added."""
+    schedule = make_schedule("linear", 20)
+    x_t = torch.randn(2, 3, 28, 28, generator=torch.Generator().manual_seed(9))
+    z = torch.randn(2, 3, 28, 28, generator=torch.Generator().manual_seed(10))
+    for t in (0, 7, 19):
+        eps = tiny_model(x_t, torch.full((2,), t))
+        alpha, beta = schedule.alphas[t], schedule.betas[t]
+        mean = (x_t - beta / (1 - schedule.alphas_cumprod[t]).sqrt() * eps) / alpha.sqrt()
+        for variance, sigma_squared in (("small", schedule.posterior_variance[t]),
+                                        ("large", beta)):
+            expected = mean + sigma_squared.sqrt() * z if t > 0 else mean
+            step = p_sample(tiny_model, schedule, x_t, t, clip_denoised=False, variance=variance,
+                            noise=z)
+            assert torch.allclose(step, expected, atol=1e-4), (t, variance)
+    drawn = p_sample(tiny_model, schedule, x_t, 7, torch.Generator().manual_seed(10))
+    assert torch.equal(drawn, p_sample(tiny_model, schedule, x_t, 7, noise=z))
 
 
 def test_ddim_timesteps_are_descending_and_end_at_zero():

@@ -66,14 +66,15 @@ def test_schedule_moves_to_a_device_and_reports_its_length():
 
 
 @pytest.mark.parametrize(
-    "call",
+    ("call", "named"),
     [
-        lambda: linear_beta_schedule(0),
-        lambda: linear_beta_schedule(10, 0.02, 1e-4),
-        lambda: linear_beta_schedule(10, 0.0, 0.02),
-        lambda: make_schedule("quadratic"),
+        (lambda: linear_beta_schedule(0), "timesteps"),
+        (lambda: cosine_beta_schedule(0), "timesteps"),
+        (lambda: linear_beta_schedule(10, 0.02, 1e-4), "beta_start"),
+        (lambda: linear_beta_schedule(10, 0.0, 0.02), "beta_start"),
+        (lambda: make_schedule("quadratic"), "quadratic"),
     ],
 )
-def test_bad_schedule_arguments_are_refused(call):
-    with pytest.raises(ValueError):
+def test_bad_schedule_arguments_are_refused_naming_them(call, named):
+    with pytest.raises(ValueError, match=named):
         call()
