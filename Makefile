@@ -1,10 +1,10 @@
 # The workbook's two jobs, on a fresh machine:
 #   make run    set up .venv, build data/mnist_rgb, train, generate (full on a GPU, small on a CPU)
 #   make test   set up .venv with the test tools and run the tests: unit tests, then the four
-#               notebooks under nbval in fast mode (DDPM_FAST=1: small numbers, same code)
+#               notebooks under nbval in small mode (DDPM_SMALL=1: small numbers, same code)
 # Offline? Point MNIST_DIR at a folder with the MNIST idx files (or a copy of mnist.zip):
 #   make run MNIST_DIR=../shared/data/mnist
-# On a GPU, RECIPE=fast trains the workbook's faster recipe (docs/BENCHMARKS.md):
+# On a GPU, RECIPE=fast trains the workbook's fast recipe (docs/BENCHMARKS.md):
 #   make run RECIPE=fast
 
 PYTHON ?= python3
@@ -34,7 +34,7 @@ run: setup
 	$(MAKE) data train generate
 
 test: setup-test
-	DDPM_FAST=1 $(PY) -m pytest
+	DDPM_SMALL=1 $(PY) -m pytest
 
 $(VENV)/bin/activate:
 	$(PYTHON) -m venv $(VENV)
@@ -69,9 +69,9 @@ generate:
 lint:
 	$(PY) -m ruff check ddpm_lib tests tools bench
 
-# After editing a notebook: rerun it in fast mode, keep only the outputs nbval pins.
+# After editing a notebook: rerun it in small mode, keep only the outputs nbval pins.
 pin-notebooks: setup-dev
-	DDPM_FAST=1 $(PY) tools/pin_notebook_outputs.py notebooks/*.ipynb
+	DDPM_SMALL=1 $(PY) tools/pin_notebook_outputs.py notebooks/*.ipynb
 
 clean:
 	rm -rf $(CHECKPOINTS) samples generated_images diffusion_visualization runs

@@ -1,6 +1,6 @@
-"""What every notebook's first cell needs: where it runs, fast or full mode, device, seeds, paths.
+"""The notebooks' first cell: where they run, small or full mode, device, seeds, shared paths.
 
-The notebooks hand results to each other through files; :class:`Workbook` names those files, and
+The notebooks hand results to each other through files; :class:`Workbook` names them and
 :func:`require` says which notebook makes a missing one.
 """
 
@@ -18,90 +18,59 @@ import torch
 from .plots import use_style
 from .runtime import pick_device
 
-FAST_VARIABLE = "DDPM_FAST"
-"""Set to 1 for the small, fast mode (CPU, tests), to 0 for the full run; unset: fast on a CPU."""
+SMALL_VARIABLE = "DDPM_SMALL"
+"""1: small mode (small numbers, same code: CI, a CPU); 0: the full run; unset: small on a CPU."""
 
 
 @dataclass(frozen=True)
 class Workbook:
     """Where the notebooks run and the files they share.
 
-    Full mode uses the assignment's folders at the repository root (``checkpoints/``,
-    ``generated_images/`` …) and ``figures/``; fast mode keeps everything under ``runs/fast/`` so
-    a test run never overwrites a real one. The dataset folder is shared by both.
+    The full run writes the assignment's folders at the repository root (``checkpoints/`` …);
+    small mode writes under ``runs/small/``, so a test never overwrites a real run. Both read
+    the dataset from ``data/mnist_rgb``.
     """
 
     root: Path
-    fast: bool
+    small: bool
     device: torch.device
     in_colab: bool
     in_ci: bool
     seed: int
 
-    @property
-    def run_dir(self) -> Path:
-        return self.root / "runs" / "fast" if self.fast else self.root
-
-    @property
-    def data_dir(self) -> Path:
-        return self.root / "data" / "mnist_rgb"
-
-    @property
-    def checkpoint_dir(self) -> Path:
-        return self.run_dir / "checkpoints"
-
-    @property
-    def sample_dir(self) -> Path:
-        return self.run_dir / "samples"
-
-    @property
-    def generated_dir(self) -> Path:
-        return self.run_dir / "generated_images"
-
-    @property
-    def figures_dir(self) -> Path:
-        return self.run_dir / "figures"
-
-    def describe(self) -> str:
-        place = "Colab" if self.in_colab else "CI" if self.in_ci else "local"
-        mode = "FAST (small numbers, same code)" if self.fast else "full"
-        return (
-            f"running {place}, {mode} mode, on {self.device}, seed {self.seed}; "
-            f"files in {self.run_dir}"
-        )
+    run_dir = property(lambda self: self.root / "runs" / "small" if self.small else self.root)
+    data_dir = property(lambda self: self.root / "data" / "mnist_rgb")
+    checkpoint_dir = property(lambda self: self.run_dir / "checkpoints")
+    sample_dir = property(lambda self: self.run_dir / "samples")
+    generated_dir = property(lambda self: self.run_dir / "generated_images")
+    figures_dir = property(lambda self: self.run_dir / "figures")
 
 
 def find_root(start: Path | None = None) -> Path:
-    """The repository root: the first folder upwards holding ``pyproject.toml`` and ``ddpm_lib``."""
+    """The first folder upwards from ``start`` holding ``pyproject.toml`` and ``ddpm_lib/``."""
     here = (start or Path.cwd()).resolve()
-    for folder in (here, *here.parents):
-        if (folder / "pyproject.toml").exists() and (folder / "ddpm_lib").is_dir():
-            return folder
-    return here
+    return next((folder for folder in (here, *here.parents)
+                 if (folder / "pyproject.toml").exists() and (folder / "ddpm_lib").is_dir()), here)
 
 
-def seed_everything(seed: int) -> None:
-    """Seed Python's, NumPy's and PyTorch's global generators."""
+def setup_notebook(seed: int = 0, small: bool | None = None) -> Workbook:
+    """Detect Colab and CI, read ``DDPM_SMALL``, pick the device (cuda → mps → cpu), seed, style."""
+    device = pick_device()
+    if small is None:
+        setting = os.environ.get(SMALL_VARIABLE)
+        small = device.type == "cpu" if setting is None else setting.strip() not in ("", "0")
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-
-
-def setup_notebook(seed: int = 0, fast: bool | None = None) -> Workbook:
-    """Detect Colab and CI, read ``DDPM_FAST``, pick the device (cuda → mps → cpu), seed, style."""
-    in_colab = "google.colab" in sys.modules
-    in_ci = bool(os.environ.get("CI"))
-    device = pick_device()
-    if fast is None:
-        setting = os.environ.get(FAST_VARIABLE)
-        fast = device.type == "cpu" if setting is None else setting.strip() not in ("", "0")
-    seed_everything(seed)
     use_style()
-    workbook = Workbook(find_root(), fast, device, in_colab, in_ci, seed)
-    print(workbook.describe())
-    if in_colab and device.type != "cuda":
+    wb = Workbook(find_root(), small, device, "google.colab" in sys.modules,
+                  bool(os.environ.get("CI")), seed)
+    place = "Colab" if wb.in_colab else "CI" if wb.in_ci else "local"
+    print(f"running {place} in {'SMALL mode (small numbers, same code)' if small else 'full mode'}"
+          f" on {device}, seed {seed}; files in {wb.run_dir}")
+    if wb.in_colab and device.type != "cuda":
         print("No GPU: in Colab choose Runtime → Change runtime type → a GPU, then run again.")
-    return workbook
+    return wb
 
 
 def require(path: Path, made_by: str) -> Path:

@@ -1,11 +1,11 @@
-"""Run the notebooks in fast mode and keep only the outputs that nbval pins.
+"""Run the notebooks in small mode and keep only the outputs that nbval pins.
 
 nbval compares a cell's fresh output with the stored one only in cells marked
 ``# NBVAL_CHECK_OUTPUT``, and only when the stored cell has an execution count. Every other
 output (figures, progress bars, widget state) is dropped, so the notebooks stay small and
 clean. Run it after changing a notebook, from the repository root:
 
-    DDPM_FAST=1 python tools/pin_notebook_outputs.py notebooks/*.ipynb
+    DDPM_SMALL=1 python tools/pin_notebook_outputs.py notebooks/*.ipynb
 """
 
 from __future__ import annotations
