@@ -1,7 +1,7 @@
 """Training: files written, exact resume, clear refusals."""
 
 import csv
-from dataclasses import replace
+from dataclasses import fields, replace
 from pathlib import Path
 
 import pytest
@@ -51,9 +51,10 @@ def test_training_writes_checkpoints_logs_and_samples(tiny_mnist_rgb, tmp_path):
 
 @pytest.mark.parametrize("stop_after", [5, 3], ids=["at an epoch end", "mid-epoch"])
 def test_resume_continues_exactly_like_an_uninterrupted_run(tiny_mnist_rgb, tmp_path, stop_after):
-    whole = tiny_config(tiny_mnist_rgb, tmp_path / "whole")
+    schedule = dict(warmup_steps=2, lr_schedule="cosine")  # the learning rate's state resumes too
+    whole = tiny_config(tiny_mnist_rgb, tmp_path / "whole", **schedule)
     train(whole)
-    split = tiny_config(tiny_mnist_rgb, tmp_path / "split", max_steps=stop_after)
+    split = tiny_config(tiny_mnist_rgb, tmp_path / "split", max_steps=stop_after, **schedule)
     train(split)
     train(replace(split, max_steps=0, resume="last"))
     a = load_checkpoint(tmp_path / "whole" / "checkpoints" / "last.pt")
@@ -62,6 +63,7 @@ def test_resume_continues_exactly_like_an_uninterrupted_run(tiny_mnist_rgb, tmp_
     assert states_equal(a["model"], b["model"])
     assert states_equal(a["ema_model"], b["ema_model"])
     assert a["optimizer"]["state"][0]["exp_avg"].equal(b["optimizer"]["state"][0]["exp_avg"])
+    assert a["lr_scheduler"] == b["lr_scheduler"]
     with open(tmp_path / "split" / "checkpoints" / "train_log.csv") as file:
         assert [int(r["step"]) for r in csv.DictReader(file)] == list(range(1, 11))
 
@@ -99,7 +101,7 @@ def test_a_new_run_refuses_to_overwrite_an_earlier_one(tiny_mnist_rgb, tmp_path)
     config = tiny_config(tiny_mnist_rgb, tmp_path, epochs=1)
     train(config)
     before = (tmp_path / "checkpoints" / "last.pt").read_bytes()
-    with pytest.raises(ValueError, match="exists: a new run would overwrite it"):
+    with pytest.raises(ValueError, match=r"last\.pt exists.*--resume"):
         train(config)
     assert (tmp_path / "checkpoints" / "last.pt").read_bytes() == before
 
@@ -116,10 +118,10 @@ def test_a_corrupt_checkpoint_gets_a_clear_error(tmp_path):
 
 
 def test_command_line_reports_bad_input_without_a_traceback(tmp_path, capsys):
-    with pytest.raises(SystemExit, match="error: .*python -m ddpm_lib.data"):
+    with pytest.raises(SystemExit, match="error: .*missing"):
         train_module.main(["--data_path", str(tmp_path / "missing"), "--device", "cpu",
                            "--checkpoint_dir", str(tmp_path / "c")])
-    with pytest.raises(SystemExit, match="--batch_size 64 is larger than the 40"):
+    with pytest.raises(SystemExit, match="--batch_size 64 .* 40"):
         pass_through = tmp_path / "data"
         from conftest import write_digit_folder
 
@@ -154,31 +156,63 @@ def test_ema_warms_up_then_keeps_its_decay():
 def test_recipe_sets_defaults_and_explicit_flags_win(monkeypatch):
     seen = {}
     monkeypatch.setattr(train_module, "train", lambda config: seen.setdefault("config", config))
-    train_module.main(["--recipe", "fast", "--epochs", "7"])
+    name, recipe = next((n, r) for n, r in train_module.RECIPES.items() if "epochs" in r)
+    explicit_epochs = recipe["epochs"] + 1
+    train_module.main(["--recipe", name, "--epochs", str(explicit_epochs)])
     config = seen["config"]
-    fast = train_module.RECIPES["fast"]
-    assert (config.recipe, config.epochs) == ("fast", 7)  # given explicitly: kept
-    assert (config.batch_size, config.lr, config.lr_schedule, config.eval_interval) == (
-        fast["batch_size"], fast["lr"], fast["lr_schedule"], fast["eval_interval"])
-    assert config.base_dim == 64  # not in the recipe: the assignment's UNet
-    assert train_module.TrainConfig.from_recipe("fast", lr=3e-4).lr == 3e-4
+    assert (config.recipe, config.epochs) == (name, explicit_epochs)  # given explicitly: kept
+    assert all(getattr(config, key) == value for key, value in recipe.items() if key != "epochs")
+    untouched = [f.name for f in fields(TrainConfig) if f.name not in recipe and f.name != "recipe"]
+    assert all(getattr(config, key) == getattr(TrainConfig(), key) for key in untouched)
+    assert train_module.TrainConfig.from_recipe(name, lr=3e-4).lr == 3e-4
     assert train_module.TrainConfig.from_recipe("assignment") == train_module.TrainConfig()
-    with pytest.raises(ValueError, match="unknown recipe"):
+    with pytest.raises(ValueError, match="--recipe"):
         train_module.TrainConfig.from_recipe("slow")
 
 
-def test_learning_rate_warms_up_then_follows_its_schedule():
-    from ddpm_lib.train import TrainConfig, learning_rate_at
+def test_every_config_field_is_a_flag_with_help_and_its_default():
+    parser = train_module.build_parser()
+    actions = {action.dest: action for action in parser._actions if action.dest != "help"}
+    assert set(actions) == {f.name for f in fields(TrainConfig)}
+    assert all(actions[f.name].help and actions[f.name].default == f.default
+               for f in fields(TrainConfig))
+    assert parser.parse_args(["--lr", "1e-3", "--timesteps", "20"]).lr == 1e-3
 
-    constant = TrainConfig(lr=1e-3, warmup_steps=10)
-    assert learning_rate_at(constant, 0, 100) == pytest.approx(1e-4)
-    assert learning_rate_at(constant, 9, 100) == pytest.approx(1e-3)
-    assert learning_rate_at(constant, 99, 100) == pytest.approx(1e-3)
-    cosine = TrainConfig(lr=1e-3, warmup_steps=10, lr_schedule="cosine")
-    assert learning_rate_at(cosine, 10, 110) == pytest.approx(1e-3)
-    assert learning_rate_at(cosine, 60, 110) == pytest.approx(5e-4)  # half way: cos(π/2) = 0
-    assert learning_rate_at(cosine, 110, 110) == pytest.approx(0.0, abs=1e-12)
-    assert learning_rate_at(TrainConfig(lr=2e-4), 0, 10) == 2e-4  # the assignment's: constant
+
+@pytest.mark.parametrize("flag, value", [("lr", "0"), ("schedule", "quadratic"),
+                                         ("ema_decay", "1.0"), ("recipe", "slow")])
+def test_a_bad_flag_is_refused_in_one_line_naming_it(flag, value):
+    with pytest.raises(SystemExit) as refusal:
+        train_module.main([f"--{flag}", value])
+    message = str(refusal.value.code)
+    assert message.startswith("error: ") and f"--{flag}" in message and "\n" not in message
+
+
+def learning_rates(config: TrainConfig, total_steps: int) -> list[float]:
+    """The learning rate each of ``total_steps`` optimizer steps uses under ``config``."""
+    from ddpm_lib.train import learning_rate_schedule
+
+    optimizer = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=config.lr)
+    schedule = learning_rate_schedule(optimizer, config, total_steps)
+    rates = []
+    for _ in range(total_steps):
+        rates.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        schedule.step()
+    return rates
+
+
+def test_learning_rate_warms_up_then_follows_its_schedule():
+    constant = learning_rates(TrainConfig(lr=1e-3, warmup_steps=10), 100)
+    assert constant[0] == pytest.approx(1e-4) and constant[9] == pytest.approx(1e-3)
+    assert constant[10:] == [pytest.approx(1e-3)] * 90
+    cosine = learning_rates(TrainConfig(lr=1e-3, warmup_steps=10, lr_schedule="cosine"), 110)
+    assert cosine[:10] == pytest.approx([1e-4 * (s + 1) for s in range(10)])
+    assert cosine[10] == pytest.approx(1e-3)
+    assert cosine[60] == pytest.approx(5e-4)  # half way: cos(π/2) = 0
+    assert 0 < cosine[109] < 1e-6  # one step short of zero
+    assert cosine[10:] == sorted(cosine[10:], reverse=True)
+    assert learning_rates(TrainConfig(lr=2e-4), 10) == [2e-4] * 10  # the assignment's: constant
 
 
 def test_cuda_graphs_compile_with_reduce_overhead_and_probe_until_replayed(monkeypatch, capsys):
@@ -239,8 +273,6 @@ def test_compile_failure_falls_back_to_the_eager_network(monkeypatch, capsys):
         is network
     assert runtime.should_compile("auto", torch.device("cpu")) is False
     assert runtime.should_compile("yes", torch.device("cpu")) is True
-    with pytest.raises(ValueError, match="--compile"):
-        runtime.should_compile("maybe", torch.device("cpu"))
 
 
 def test_eval_interval_evaluates_every_n_epochs_and_at_save_epochs_and_the_end(
