@@ -318,8 +318,8 @@ class Training:
 
     def open_logs(self, resumed: bool) -> None:
         """train_log.csv and eval_log.csv, cut back to the resumed step."""
-        kept = self.step if resumed else None
         self.directory.mkdir(parents=True, exist_ok=True)
+        kept = self.step if resumed else None
         start_log(self.directory / "train_log.csv", ["step", "epoch", "loss"], kept)
         start_log(self.directory / "eval_log.csv",
                   ["step", "epoch", "eval_loss", "best", "wall_seconds"], kept)
@@ -344,8 +344,8 @@ class Training:
         """The rest of this epoch, in the epoch's own shuffled order; then, when due (every
         eval_interval or save_interval epochs, and at the end), evaluation and checkpoints."""
         config, epoch = self.config, self.step // self.steps_per_epoch
-        order = torch.randperm(len(self.images),
-                               generator=generator_for(config.seed, Stream.EPOCH_ORDER, epoch))
+        order = torch.randperm(len(self.images), generator=generator_for(
+            config.seed, Stream.EPOCH_ORDER, epoch)).to(self.device)
         first = self.step % self.steps_per_epoch
         last = min(self.steps_per_epoch, first + self.total_steps - self.step)
         batches = tqdm(range(first, last), desc=f"epoch {epoch + 1}/{config.epochs}",
@@ -354,7 +354,7 @@ class Training:
         started = time.perf_counter()
         for batch in batches:
             indices = order[batch * config.batch_size : (batch + 1) * config.batch_size]
-            self.training_step(self.images[indices[self.rank :: self.world_size].to(self.device)])
+            self.training_step(self.images[indices[self.rank :: self.world_size]])
             if len(self.pending_losses) >= 50:
                 batches.set_postfix(loss=f"{self.flush_losses():.4f}")
             if self.step % config.sample_interval == 0 and self.is_main:
@@ -466,15 +466,15 @@ def train(config: TrainConfig,
             if run.is_main:
                 run.flush_losses()
                 run.eval_loss = math.nan
-                save_checkpoint(run.checkpoint_state(), run.directory / "last.pt")
-                print(f"\ninterrupted at step {run.step}: saved last.pt; continue with --resume")
+                path = save_checkpoint(run.checkpoint_state(), run.directory / "last.pt")
+                print(f"\ninterrupted at step {run.step}: saved {path}; continue with --resume")
             raise
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()
     images_per_second = run.images_seen / max(run.train_seconds, 1e-9)
     if run.is_main:
-        print(f"done: {run.step} steps, {images_per_second:,.0f} images/s in the training loop")
+        print(f"done: {run.step} steps, {images_per_second:,.0f} images/s; in {run.directory}")
     return TrainResult(run.step, run.step / run.steps_per_epoch, run.eval_loss,
                        run.best_eval_loss, images_per_second)
 

@@ -28,7 +28,12 @@ def states_equal(a: dict, b: dict) -> bool:
 
 
 def test_training_writes_checkpoints_logs_and_samples(tiny_mnist_rgb, tmp_path):
-    result = train(tiny_config(tiny_mnist_rgb, tmp_path))
+    events = []
+    result = train(tiny_config(tiny_mnist_rgb, tmp_path), on_progress=events.append)
+    logged = [row["step"] for event in events if event["kind"] == "loss" for row in event["rows"]]
+    assert logged == list(range(1, 11))  # what the notebooks' LiveLossPlot draws
+    evals = [(event["step"], event["eval_loss"]) for event in events if event["kind"] == "eval"]
+    assert [step for step, _ in evals] == [5, 10] and evals[-1][1] == result.eval_loss
     checkpoints = tmp_path / "checkpoints"
     assert result.steps == 10 and result.epochs_completed == 2
     for name in ("last.pt", "best_model.pt", "checkpoint_epoch_0001.pt",
@@ -80,6 +85,24 @@ def test_an_interrupted_save_leaves_the_old_checkpoint_whole(tmp_path, monkeypat
         save_checkpoint({"step": 2}, path)
     assert torch.load(path, weights_only=True)["step"] == 1
     assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]
+
+
+def test_ctrl_c_saves_last_pt_to_resume_from(tiny_mnist_rgb, tmp_path, monkeypatch):
+    real_step, calls = train_module.optimization_step, []
+
+    def interrupted_at_the_fourth(*args, **kwargs):
+        calls.append(len(calls))
+        if len(calls) == 4:
+            raise KeyboardInterrupt
+        return real_step(*args, **kwargs)
+
+    monkeypatch.setattr(train_module, "optimization_step", interrupted_at_the_fourth)
+    with pytest.raises(KeyboardInterrupt):
+        train(tiny_config(tiny_mnist_rgb, tmp_path))
+    state = load_checkpoint(tmp_path / "checkpoints" / "last.pt")
+    assert state["step"] == 3 and "optimizer" in state and "lr_scheduler" in state
+    with open(tmp_path / "checkpoints" / "train_log.csv") as file:
+        assert [int(r["step"]) for r in csv.DictReader(file)] == [1, 2, 3]
 
 
 def test_resume_refuses_a_checkpoint_of_another_configuration(tiny_mnist_rgb, tmp_path):
