@@ -1,14 +1,13 @@
 """Sample quality against training time and against sampler steps; prints tables, writes JSON.
 
-Trains with ``ddpm_lib.train.train`` (the workbook's own loop: data on the device, bf16, EMA,
-checkpoints) for ``--train_minutes`` of wall-clock time, and every ``--eval_every_minutes``
-scores the EMA network: ``--num_images`` samples from ``--curve_sampler`` with
-``--curve_steps`` steps, quantised to 8-bit pixels like the PNGs, judged by the offline digit
-evaluator (digit-FID, KID, precision/recall, digit shares and memorisation against the
-training images of ``--data_path``, next to the real-data floors; each digit's share). The clock
-is the run's wall time since the start of training (data loading, compiling and checkpoints
-included) minus the benchmark's own evaluations. At the end the final EMA is
-scored with every ``--final_samplers`` entry, each timed over all ``--num_images`` images.
+Trains for ``--train_minutes`` of wall-clock time in a short loop of its own built from
+``ddpm_lib.train``'s pieces, as ``python -m ddpm_lib.train`` trains (``optimization_step``: bf16,
+clipping, AdamW; the recipe's learning-rate schedule; EMA; compiled on CUDA), and at the end of
+an epoch, every ``--eval_every_minutes``, scores the EMA network: ``--num_images`` samples from
+``--curve_sampler``, quantised to 8-bit pixels like the PNGs (``ddpm_lib.generate.sample_batch``),
+judged by the offline digit evaluator against the training images of ``--data_path``. The clock
+runs from the start (data loading and compiling included) minus the benchmark's own scoring. At
+the end the final EMA is scored with every ``--final_samplers`` entry, each timed in full.
 
 ``--network diffusers`` trains HF diffusers' ``UNet2DModel`` (attention at the lowest
 resolution, the width of the workbook's UNet, 6.5 M parameters) in the same loop instead; its
@@ -16,6 +15,7 @@ noise schedule is ``diffusers.DDPMScheduler``'s, checked equal to the workbook's
 ``--side_by_side`` then trains that baseline (the assignment's recipe, eager) in the same run
 for the same wall time, with the same metrics, and nests its results under ``"baseline"``.
 ``--checkpoint PATH`` skips training and scores that checkpoint's EMA with the final samplers.
+(``bench/quality_curve.py`` scores the checkpoints of a real ``ddpm_lib.train`` run instead.)
 Examples::
 
     python bench/bench_quality.py --recipe fast --json bench/results/quality_fast.json
@@ -33,7 +33,6 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -42,22 +41,21 @@ import torch
 from torch import nn
 from torchvision.utils import save_image
 
-from ddpm_lib import __version__
-from ddpm_lib.diffusion import DEFAULT_STEPS, SAMPLERS, VARIANCES, sample
+from ddpm_lib import __version__, runtime
+from ddpm_lib.data import MnistRGBFolder
+from ddpm_lib.diffusion import DEFAULT_STEPS, SAMPLERS, VARIANCES
 from ddpm_lib.evaluator import evaluate_samples, load_digit_classifier, load_training_images
-from ddpm_lib.generate import load_for_sampling, to_pixels
-from ddpm_lib.runtime import (
-    Stream,
-    autocast_for,
-    compile_with_fallback,
-    example_batch,
-    generator_for,
-    pick_device,
-    should_compile,
-    synchronize,
-)
+from ddpm_lib.generate import load_for_sampling, sample_batch, to_pixels
+from ddpm_lib.model import UNet
 from ddpm_lib.schedule import NoiseSchedule
-from ddpm_lib.train import TrainConfig, train
+from ddpm_lib.train import (
+    TrainConfig,
+    exponential_moving_average,
+    fixed_eval_loss,
+    learning_rate_schedule,
+    optimization_step,
+    to_model_range,
+)
 
 
 class DiffusersUNet(nn.Module):
@@ -107,29 +105,27 @@ class Scorer:
 
     def network_for(self, network: nn.Module) -> nn.Module:
         """The network compiled for the sampling batch (once per network), if compiling."""
-        if not should_compile(self.args.compile, self.device):
+        if not runtime.should_compile(self.args.compile, self.device):
             return network
         if id(network) not in self.compiled:
             batch = min(self.args.sample_batch, self.args.num_images)
-            example = example_batch(batch, self.args.image_size, self.device)
-            self.compiled[id(network)] = compile_with_fallback(network, example, backward=False)
+            example = runtime.example_batch(batch, self.args.image_size, self.device)
+            self.compiled[id(network)] = runtime.compile_with_fallback(network, example,
+                                                                       backward=False)
         return self.compiled[id(network)]
 
-    @torch.no_grad()
     def sample(self, network: nn.Module, spec: SamplerSpec) -> tuple[torch.Tensor, float]:
-        """(uint8 images, seconds): the same starting noise at every call (seeded per batch)."""
+        """(uint8 images, seconds): ``ddpm_lib.generate``'s batches, so the images of
+        ``python -m ddpm_lib.generate --seed S --batch_size B`` (B = ``--sample_batch``)."""
         network, size, images = self.network_for(network), self.args.image_size, []
-        synchronize(self.device)
+        runtime.synchronize(self.device)
         started = time.perf_counter()
         for batch, start in enumerate(range(0, self.args.num_images, self.args.sample_batch)):
             count = min(self.args.sample_batch, self.args.num_images - start)
-            generator = generator_for(self.args.seed, Stream.GENERATE, batch, device=self.device)
-            with autocast_for(self.device):
-                x, _ = sample(network, self.schedule, (count, 3, size, size), spec.name,
-                              spec.steps, generator, self.device, clip_denoised=spec.clip,
-                              variance=spec.variance)
-            images.append(to_pixels(x))
-        synchronize(self.device)
+            images.append(to_pixels(sample_batch(
+                network, self.schedule, (count, 3, size, size), self.args.seed, batch, spec.name,
+                spec.steps, self.device, spec.variance, spec.clip)))
+        runtime.synchronize(self.device)
         return torch.cat(images), time.perf_counter() - started
 
     def score(self, network: nn.Module, spec: SamplerSpec) -> dict:
@@ -148,10 +144,6 @@ class Scorer:
                 "largest_share_gap_points": 100 * report.largest_share_gap,
                 "class_share": report.class_share.tolist(),
                 "mean_confidence": report.mean_confidence, "images": images}
-
-
-class TimeIsUp(Exception):
-    """Raised from the progress callback when the training budget is spent."""
 
 
 @dataclass(frozen=True)
@@ -229,8 +221,6 @@ def build_parser() -> argparse.ArgumentParser:
                         "same process for the same wall time; its results under 'baseline'")
     parser.add_argument("--checkpoint", type=Path, default=None,
                         help="no training: score this checkpoint's EMA with --final_samplers")
-    parser.add_argument("--work_dir", type=Path, default=Path("runs/bench_quality"),
-                        help="checkpoints of the run (emptied first)")
     parser.add_argument("--json", type=Path, default=Path("bench/results/quality.json"))
     parser.add_argument("--grid", type=Path, default=None,
                         help="save 64 final samples of the first final sampler here")
@@ -248,7 +238,6 @@ def main(argv: list[str] | None = None) -> dict:
             **vars(args), "network": "diffusers", "recipe": "assignment", "compile": "no",
             "base_dim": None, "batch_size": None, "lr": None, "epochs": None, "grid": None,
             "train_minutes": result["curve"][-1]["wall_seconds"] / 60,
-            "work_dir": args.work_dir.with_name(args.work_dir.name + "_diffusers"),
             "json": args.json.with_name(args.json.stem + "_diffusers.json"),
         })
         result["baseline"] = run(baseline_args)
@@ -256,67 +245,126 @@ def main(argv: list[str] | None = None) -> dict:
     return result
 
 
+class CurveTraining:
+    """``network`` trained as ``config`` says, with ``ddpm_lib.train``'s pieces: all images on
+    the device, AdamW and the recipe's learning-rate schedule, ``optimization_step`` (bf16 on
+    CUDA, clipping, EMA), channels-last and compiled with CUDA graphs on CUDA."""
+
+    def __init__(self, config: TrainConfig, network: nn.Module, device: torch.device):
+        self.config, self.device = config, device
+        folder = MnistRGBFolder(config.data_path, config.image_size)
+        self.images = folder.load_all(progress=False).to(device)
+        self.eval_images = self.images[: config.num_eval_images]
+        self.steps_per_epoch = len(self.images) // config.batch_size
+        self.model = network.to(device)
+        if device.type == "cuda":
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.ema = exponential_moving_average(self.model, config.ema_decay)
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=config.lr,
+                                           weight_decay=config.weight_decay,
+                                           fused=device.type == "cuda")
+        self.lr_schedule = learning_rate_schedule(self.optimizer, config,
+                                                  config.epochs * self.steps_per_epoch)
+        self.schedule = config.noise_schedule().to(device)
+        self.trained = self.model
+        if runtime.should_compile(config.compile, device):
+            example = runtime.example_batch(config.batch_size, config.image_size, device)
+            self.trained = runtime.compile_with_fallback(self.model, example, backward=True,
+                                                         cuda_graphs=device.type == "cuda")
+        self.noise = torch.Generator(device).manual_seed(config.seed)
+        self.order = torch.Generator().manual_seed(config.seed)
+
+    def epoch(self) -> float:
+        """One epoch in a shuffled order; returns its seconds."""
+        batch_size = self.config.batch_size
+        order = torch.randperm(len(self.images), generator=self.order).to(self.device)
+        runtime.synchronize(self.device)
+        started = time.perf_counter()
+        for batch in range(self.steps_per_epoch):
+            x0 = to_model_range(self.images[order[batch * batch_size:(batch + 1) * batch_size]])
+            runtime.next_step()
+            optimization_step(self.trained, self.ema, self.optimizer, self.schedule, x0,
+                              self.noise, self.config.grad_clip, self.config.min_snr_gamma)
+            self.lr_schedule.step()
+        runtime.synchronize(self.device)
+        return time.perf_counter() - started
+
+
+def train_with_curve(args: argparse.Namespace, config: TrainConfig, network: nn.Module,
+                     scorer: Scorer, device: torch.device) -> tuple[list[dict], nn.Module, float]:
+    """Train until ``--train_minutes`` of wall time (or the recipe's epochs) are spent, scoring
+    the EMA at the end of an epoch every ``--eval_every_minutes`` and at the end. Returns the
+    curve, the EMA network and the training loop's images/s."""
+    started, scoring_seconds = time.perf_counter(), 0.0
+    run = CurveTraining(config, network, device)
+    curve, next_eval, loop_seconds = [], 0.0, 0.0
+    for epoch in range(1, config.epochs + 1):
+        loop_seconds += run.epoch()
+        elapsed = time.perf_counter() - started - scoring_seconds
+        done = elapsed >= 60 * args.train_minutes or epoch == config.epochs
+        if elapsed < next_eval and not done:
+            continue
+        scoring_started = time.perf_counter()
+        scored = scorer.score(run.ema.module, args.curve_sampler)
+        scored.pop("images")
+        curve.append({"wall_seconds": elapsed, "loop_seconds": loop_seconds,
+                      "images_seen": epoch * run.steps_per_epoch * config.batch_size,
+                      "epoch": epoch, "step": epoch * run.steps_per_epoch,
+                      "eval_loss": fixed_eval_loss(run.ema.module, run.schedule, run.eval_images,
+                                                   config.seed), **scored})
+        print(f"[{elapsed:7.1f} s] epoch {epoch:4d}: digit-FID {scored['digit_fid']:.3f} "
+              f"({scored['ratio_to_floor']:.2f}× floor), largest share gap "
+              f"{scored['largest_share_gap_points']:.1f} pts", flush=True)
+        args.json.parent.mkdir(parents=True, exist_ok=True)  # the curve so far, if cut off
+        args.json.write_text(json.dumps({"partial": True, "curve": curve}, indent=2))
+        next_eval = elapsed + 60 * args.eval_every_minutes
+        scoring_seconds += time.perf_counter() - scoring_started
+        if done:
+            break
+    images_seen = curve[-1]["images_seen"]
+    return curve, run.ema.module, images_seen / max(loop_seconds, 1e-9)
+
+
 def run(args: argparse.Namespace) -> dict:
     """Train (or load) one network, score its curve and final samplers; write ``args.json``."""
-    device = pick_device(args.device)
+    device = runtime.pick_device(args.device)
     overrides = {key: getattr(args, key) for key in ("base_dim", "batch_size", "lr", "epochs")
                  if getattr(args, key) is not None}
-    if args.work_dir.exists():
-        shutil.rmtree(args.work_dir)
     config = TrainConfig.from_recipe(
         args.recipe, **overrides, data_path=args.data_path, device=str(device),
         compile=args.compile, timesteps=args.timesteps, image_size=args.image_size,
-        seed=args.seed, sample_interval=10**9, save_interval=10**6,
-        checkpoint_dir=str(args.work_dir / "checkpoints"), sample_dir=str(args.work_dir / "s"))
+        seed=args.seed)
     schedule = config.noise_schedule().to(device)
-    torch.manual_seed(config.seed)
-    network = DiffusersUNet(config.image_size, config.base_dim) if args.network == "diffusers" \
-        else None
     scorer = Scorer(args, schedule, device)
-
-    curve: list[dict] = []
-    state = {"started": time.perf_counter(), "eval_seconds": 0.0, "next_eval": 0.0,
-             "model": None}
-
-    def on_progress(event: dict) -> None:
-        if event["kind"] != "eval":
-            return
-        elapsed = time.perf_counter() - state["started"] - state["eval_seconds"]
-        state["model"] = event["ema_model"]
-        budget_spent = elapsed >= 60 * args.train_minutes
-        if elapsed >= state["next_eval"] or budget_spent or event["final"]:
-            eval_started = time.perf_counter()
-            scored = scorer.score(event["ema_model"], args.curve_sampler)
-            scored.pop("images")
-            point = {"wall_seconds": elapsed, "loop_seconds": event["train_seconds"],
-                     "images_seen": event["images_seen"], "epoch": event["epoch"],
-                     "step": event["step"], "eval_loss": event["eval_loss"], **scored}
-            curve.append(point)
-            print(f"[{elapsed:7.1f} s] epoch {event['epoch']:6.2f}: digit-FID "
-                  f"{point['digit_fid']:.3f} ({point['ratio_to_floor']:.2f}× floor), largest "
-                  f"share gap {point['largest_share_gap_points']:.1f} pts", flush=True)
-            state["next_eval"] = elapsed + 60 * args.eval_every_minutes
-            args.json.parent.mkdir(parents=True, exist_ok=True)  # the curve so far, if cut off
-            args.json.write_text(json.dumps({"partial": True, "curve": curve}, indent=2))
-            state["eval_seconds"] += time.perf_counter() - eval_started
-        if budget_spent:
-            raise TimeIsUp
-
+    curve, images_per_second = [], None
     if args.checkpoint is not None:
         loaded = load_for_sampling(args.checkpoint, device)
-        model, schedule, images_per_second = loaded.model, loaded.schedule, None
-        scorer.schedule = schedule
+        model, scorer.schedule = loaded.model, loaded.schedule
     else:
-        try:
-            train(config, on_progress, network=network)
-        except TimeIsUp:
-            pass
-        if state["model"] is None:
-            raise SystemExit("training ended before its first evaluation: raise --train_minutes")
-        model = state["model"]
-        last = curve[-1]
-        images_per_second = last["images_seen"] / max(last["loop_seconds"], 1e-9)
+        torch.manual_seed(config.seed)
+        network = (DiffusersUNet(config.image_size, config.base_dim)
+                   if args.network == "diffusers" else UNet(config.model_config()))
+        curve, model, images_per_second = train_with_curve(args, config, network, scorer, device)
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor()
+    result = {
+        "device": name or device.type, "torch": torch.__version__, "ddpm_lib": __version__,
+        "network": args.network, "parameters": sum(p.numel() for p in model.parameters()),
+        "train_config": dict(vars(config)),
+        "arguments": {key: plain(value) for key, value in vars(args).items()},
+        "training_images_per_second": images_per_second,
+        "curve": curve, "final": score_final_samplers(args, scorer, model),
+    }
+    if args.network == "diffusers":
+        result["diffusers_schedule_max_abs_gap"] = diffusers_schedule_gap(schedule)
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(result, indent=2))
+    speed = f"training loop {images_per_second:,.0f} images/s; " if images_per_second else ""
+    print(f"{args.network} network, {result['parameters']:,} parameters, {speed}wrote {args.json}")
+    return result
 
+
+def score_final_samplers(args: argparse.Namespace, scorer: Scorer, model: nn.Module) -> list:
+    """Each ``--final_samplers`` entry's scores; the first one's 64 images to ``--grid``."""
     final = []
     for index, spec in enumerate(args.final_samplers):
         scored = scorer.score(model, spec)
@@ -330,23 +378,7 @@ def run(args: argparse.Namespace) -> dict:
               f"({scored['ratio_to_floor']:.2f}× "
               f"floor {scored['digit_fid_floor']:.3f}), largest share gap "
               f"{scored['largest_share_gap_points']:.1f} pts", flush=True)
-
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor()
-    result = {
-        "device": name or device.type, "torch": torch.__version__, "ddpm_lib": __version__,
-        "network": args.network, "parameters": sum(p.numel() for p in model.parameters()),
-        "train_config": {k: v for k, v in vars(config).items()},
-        "arguments": {key: plain(value) for key, value in vars(args).items()},
-        "training_images_per_second": images_per_second,
-        "curve": curve, "final": final,
-    }
-    if args.network == "diffusers":
-        result["diffusers_schedule_max_abs_gap"] = diffusers_schedule_gap(schedule)
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(result, indent=2))
-    speed = f"training loop {images_per_second:,.0f} images/s; " if images_per_second else ""
-    print(f"{args.network} network, {result['parameters']:,} parameters, {speed}wrote {args.json}")
-    return result
+    return final
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ batch size unless ``--compile no``, and the model FLOP utilisation (forward FLOP
 ``torch.utils.flop_counter``, ×3 for forward + backward, against ``--peak_tflops``).
 Sampling: wall time for ``--num_images`` images with each ``--samplers`` entry (``ddim:20``,
 ``dpm++:10`` …), measured in full, and with the T-step DDPM sampler, measured in full or, with
-``--ddpm_measured_steps N``, over N steps and scaled to T (said so in the output). Speed does
+``--ddpm_measured_steps N``, over N of its steps and scaled to T (said so in the output). Speed does
 not depend on the weights, so the network is freshly initialised. On a CPU, at toy size::
 
     python bench/bench_speed.py --device cpu --batch_sizes 8 --train_steps 3 --num_images 16 \\
@@ -27,7 +27,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from ddpm_lib import __version__
-from ddpm_lib.diffusion import SAMPLERS, p_sample, sample
+from ddpm_lib.diffusion import SAMPLERS, ddpm_sample, sample
 from ddpm_lib.model import UNet, UNetConfig
 from ddpm_lib.runtime import (
     autocast_for,
@@ -38,7 +38,7 @@ from ddpm_lib.runtime import (
     should_compile,
     synchronize,
 )
-from ddpm_lib.schedule import make_schedule
+from ddpm_lib.schedule import NoiseSchedule, make_schedule
 from ddpm_lib.train import exponential_moving_average, optimization_step
 
 
@@ -132,13 +132,14 @@ def time_sampling(model: UNet, args: argparse.Namespace, device: torch.device) -
                        device)
             synchronize(device)
             results[f"{name}_{steps}"] = time.perf_counter() - started
+        # DDPM's steps all cost the same: time the library's sampler over the first ``measured``
+        # of them (a schedule of that length), then scale to T.
         measured = args.ddpm_measured_steps or args.timesteps
+        part = NoiseSchedule.from_betas(schedule.betas[:measured].cpu()).to(device)
         synchronize(device)
         started = time.perf_counter()
         for count in batches:
-            x = torch.randn(count, 3, size, size, device=device, generator=generator)
-            for t in range(args.timesteps - 1, args.timesteps - 1 - measured, -1):
-                x = p_sample(model, schedule, x, t, generator)
+            ddpm_sample(model, part, (count, 3, size, size), generator, device)
         synchronize(device)
         seconds = (time.perf_counter() - started) * args.timesteps / measured
         label = "" if measured == args.timesteps else "_extrapolated"
