@@ -1,8 +1,5 @@
-"""The notebooks' first cell: where they run, small or full mode, device, seeds, shared paths.
-
-The notebooks hand results to each other through files; :class:`Workbook` names them and
-:func:`require` says which notebook makes a missing one.
-"""
+"""The notebooks' first cell: where they run, small or full mode, device, seeds; :class:`Workbook`
+names the files they hand each other, :func:`require` the notebook that makes a missing one."""
 
 from __future__ import annotations
 
@@ -18,18 +15,12 @@ import torch
 from .plots import use_style
 from .runtime import pick_device
 
-SMALL_VARIABLE = "DDPM_SMALL"
-"""1: small mode (small numbers, same code: CI, a CPU); 0: the full run; unset: small on a CPU."""
-
 
 @dataclass(frozen=True)
 class Workbook:
-    """Where the notebooks run and the files they share.
-
-    The full run writes the assignment's folders at the repository root (``checkpoints/`` …);
-    small mode writes under ``runs/small/``, so a test never overwrites a real run. Both read
-    the dataset from ``data/mnist_rgb``.
-    """
+    """Where the notebooks run and the files they share: the full run writes at the repository
+    root (``checkpoints/`` …), small mode under ``runs/small/`` (a test never overwrites a real
+    run); both read the dataset from ``data/mnist_rgb``."""
 
     root: Path
     small: bool
@@ -54,10 +45,11 @@ def find_root(start: Path | None = None) -> Path:
 
 
 def setup_notebook(seed: int = 0, small: bool | None = None) -> Workbook:
-    """Detect Colab and CI, read ``DDPM_SMALL``, pick the device (cuda → mps → cpu), seed, style."""
+    """Detect Colab and CI, pick the device (cuda → mps → cpu), seed, style. ``small=None`` reads
+    ``DDPM_SMALL``: 1 small mode (same code, small numbers), 0 full run, unset: small on a CPU."""
     device = pick_device()
     if small is None:
-        setting = os.environ.get(SMALL_VARIABLE)
+        setting = os.environ.get("DDPM_SMALL")
         small = device.type == "cpu" if setting is None else setting.strip() not in ("", "0")
     random.seed(seed)
     np.random.seed(seed)

@@ -1,11 +1,8 @@
 """One plotting style for every figure, saved as 300-dpi PNG and PDF; images in [-1, 1]."""
 
-from __future__ import annotations
-
 import csv
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -15,13 +12,12 @@ from torchvision.utils import make_grid
 from .diffusion import q_sample
 from .schedule import NoiseSchedule
 
-STYLE = {"savefig.dpi": 300, "savefig.bbox": "tight", "font.size": 10, "axes.titlesize": 10,
-         "axes.spines.top": False, "axes.spines.right": False, "image.cmap": "gray"}
-
 
 def use_style() -> None:
     """Apply the workbook's matplotlib style (done on import; again after a style change)."""
-    plt.rcParams.update(STYLE)
+    plt.rcParams.update({"savefig.dpi": 300, "savefig.bbox": "tight", "font.size": 10,
+                         "axes.titlesize": 10, "axes.spines.top": False,
+                         "axes.spines.right": False, "image.cmap": "gray"})
 
 
 use_style()
@@ -38,34 +34,28 @@ def show_image_grid(images: torch.Tensor, nrow: int = 8, ax: plt.Axes | None = N
     return ax
 
 
-def plot_image_columns(columns: Mapping[str, torch.Tensor]) -> plt.Figure:
-    """A column per entry (its key the title), a row per image of each batch."""
-    rows = len(next(iter(columns.values())))
-    fig, axes = plt.subplots(rows, len(columns), figsize=(len(columns) * 0.9, rows * 0.9),
-                             squeeze=False, gridspec_kw={"wspace": 0.05, "hspace": 0.05})
-    for column, (title, images) in enumerate(columns.items()):
-        for row in range(rows):
-            show_image_grid(images[row : row + 1], nrow=1, ax=axes[row, column])
-        axes[0, column].set_title(title)
-    return fig
-
-
 def plot_diffusion_process(steps: Mapping[int, torch.Tensor], timesteps: Sequence[int],
                            num_samples: int = 8) -> plt.Figure:
     """Rows: samples; columns: x_t at ``timesteps`` (x_T, the noise, … x_0, the images)."""
-    return plot_image_columns({f"$x_{{{t}}}$": steps[t][:num_samples] for t in timesteps})
+    rows, columns = len(steps[timesteps[0]][:num_samples]), len(timesteps)
+    fig, axes = plt.subplots(rows, columns, figsize=(columns * 0.9, rows * 0.9), squeeze=False,
+                             gridspec_kw={"wspace": 0.05, "hspace": 0.05})
+    for column, t in enumerate(timesteps):
+        for row in range(rows):
+            show_image_grid(steps[t][row : row + 1], nrow=1, ax=axes[row, column])
+        axes[0, column].set_title(f"$x_{{{t}}}$")
+    return fig
 
 
 def plot_forward_process(x0: torch.Tensor, schedule: NoiseSchedule, timesteps: Sequence[int],
                          seed: int = 0) -> plt.Figure:
     """Rows: the images ``x0``; columns: x_t ~ q(x_t | x_0) at each state t (0: x_0 itself)."""
     generator = torch.Generator().manual_seed(seed)
-    columns = {}
+    steps = {}
     for t in timesteps:
         noise = torch.randn(x0.shape, generator=generator)
-        x_t = x0 if t == 0 else q_sample(schedule, x0, torch.full((len(x0),), t - 1), noise)
-        columns[f"$x_{{{t}}}$"] = x_t.clamp(-1, 1)
-    return plot_image_columns(columns)
+        steps[t] = x0 if t == 0 else q_sample(schedule, x0, torch.full((len(x0),), t - 1), noise)
+    return plot_diffusion_process(steps, timesteps, num_samples=len(x0))
 
 
 def plot_forward_views(x0: torch.Tensor, schedule: NoiseSchedule, timesteps: Sequence[int],
@@ -122,8 +112,7 @@ def read_log(path: str | Path) -> list[dict[str, float]]:
         return [{key: float(value) for key, value in row.items()} for row in csv.DictReader(file)]
 
 
-def plot_loss_curve(train_rows: Sequence[Mapping[str, float]],
-                    eval_rows: Sequence[Mapping[str, float]] = (),
+def plot_loss_curve(train_rows: Sequence[Mapping], eval_rows: Sequence[Mapping] = (),
                     ax: plt.Axes | None = None) -> plt.Figure:
     """Each step's training loss (faint), its running mean, and the EMA's evaluation loss."""
     ax = ax or plt.subplots(figsize=(6, 3))[1]
@@ -152,7 +141,7 @@ class LiveLossPlot:
         plt.close(self.figure)
         self.handle = display(self.figure, display_id=True)
 
-    def __call__(self, event: dict[str, Any]) -> None:
+    def __call__(self, event: dict) -> None:
         self.rows += [{"step": r["step"], "loss": float(r["loss"])} for r in event.get("rows", ())]
         self.evals += [event] if event["kind"] == "eval" else []
         if event["kind"] == "eval" or len(self.rows) >= self.drawn + self.every:

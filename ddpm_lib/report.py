@@ -15,7 +15,6 @@ MADE_BY = {
                     "04_sample_and_report.ipynb"),
 }
 """Each figure's notebook, which writes ``figures/<name>.png`` (300 dpi) and ``.pdf``."""
-FIGURE_NAMES = tuple(MADE_BY)
 
 
 def write_results_table(rows: Sequence[tuple[str, str]], figures_dir: str | Path) -> list[Path]:

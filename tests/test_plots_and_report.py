@@ -8,7 +8,7 @@ from PIL import Image
 
 from ddpm_lib import plots
 from ddpm_lib.diffusion import q_sample
-from ddpm_lib.report import FIGURE_NAMES, missing_figures, write_results_table
+from ddpm_lib.report import MADE_BY, missing_figures, write_results_table
 from ddpm_lib.schedule import make_schedule
 
 
@@ -75,7 +75,7 @@ def test_loss_curve_reads_the_log_and_smooths_it(tmp_path):
 
 def test_results_table_and_figure_pack(tmp_path):
     missing = missing_figures(tmp_path)
-    assert len(missing) == 2 * len(FIGURE_NAMES)
+    assert len(missing) == 2 * len(MADE_BY)
     assert any("schedules.png" in m and "02_forward_diffusion" in m for m in missing)
     rows = [("parameters", "6,862,083"), ("FID", "not computed")]
     written = write_results_table(rows, tmp_path)
