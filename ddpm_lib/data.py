@@ -1,6 +1,5 @@
-"""The assignment's ``data/mnist_rgb/{0..9}/{index:05d}.png``: the 60,000 MNIST training digits
-as 28×28 RGB PNGs, ``index`` 1-based in the training set. Build it (from the course's mnist.zip,
-torchvision's MNIST or, offline, a local copy), check it, and read it as a Dataset."""
+"""``data/mnist_rgb/{0..9}/{index:05d}.png``, MNIST's 60,000 training digits as 28×28 RGB PNGs
+(``index`` 1-based): built from the course's mnist.zip, torchvision's MNIST or a local copy."""
 
 import argparse
 import gzip
@@ -10,10 +9,7 @@ import os
 import shutil
 import stat
 import zipfile
-from collections import Counter
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path, PureWindowsPath
 
 import numpy as np
@@ -30,7 +26,6 @@ DEFAULT_DOWNLOAD_DIR = Path("data/downloads")
 BUILD_COMMAND = "python -m ddpm_lib.data"
 OFFLINE_HINT = (f"offline: {BUILD_COMMAND} --source local --local DIR, DIR holding the MNIST idx "
                 "files (.gz or not) or the course's mnist.zip; or set MNIST_DIR=DIR")
-SOURCES = ("auto", "course-zip", "mnist", "local")
 COURSE_REPO = "grandmaeatsadumpling/Generate-Images-Dataset"  # holds mnist.zip
 DIGIT_FOLDERS = tuple("0123456789")
 MNIST_TRAIN_COUNTS = dict(enumerate([5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]))
@@ -42,14 +37,12 @@ MNIST_IDX_SHA256 = {  # of the uncompressed idx files
 }
 
 
-def read_rgb(path: Path, image_size: int | None = None) -> np.ndarray:
-    """One PNG as an H×W×3 uint8 array; ValueError naming the file unless it is RGB (and
-    ``image_size``-square when given)."""
+def read_rgb(path: Path, image_size: int) -> np.ndarray:
+    """One PNG as an H×W×3 uint8 array; ValueError naming the file unless ``image_size``² RGB."""
     with Image.open(path) as image:
-        if image.mode != "RGB" or image.size != ((image_size,) * 2 if image_size else image.size):
+        if image.mode != "RGB" or image.size != (image_size, image_size):
             raise ValueError(f"{path} is {image.width}×{image.height} {image.mode}, expected "
-                             f"{image_size or 'H'}×{image_size or 'W'} RGB: rebuild the folder "
-                             f"with {BUILD_COMMAND}")
+                             f"{image_size}×{image_size} RGB: rebuild it with {BUILD_COMMAND}")
         return np.array(image)
 
 
@@ -57,13 +50,11 @@ class MnistRGBFolder(torch.utils.data.Dataset):
     """The PNGs under ``root`` (digit folders ``root/{0..9}/`` or one flat folder), sorted.
     ``dataset[i]`` is a float 3×H×W image in [-1, 1] and the digit of its folder (-1: flat)."""
 
-    def __init__(self, root: str | Path, image_size: int | None = None) -> None:
+    def __init__(self, root: str | Path, image_size: int = 28) -> None:
         self.root, self.image_size = Path(root), image_size
-        pngs = self.root.rglob("*.png") if self.root.is_dir() else []
-        self.paths = sorted(path for path in pngs if not path.name.startswith("."))
+        self.paths = sorted(p for p in self.root.rglob("*.png") if not p.name.startswith("."))
         if not self.paths:
-            raise FileNotFoundError(f"{self.root} does not exist or holds no PNG images: build "
-                                    f"it with {BUILD_COMMAND} (see data/README.md)")
+            raise FileNotFoundError(f"{self.root} holds no PNGs: build it with {BUILD_COMMAND}")
         self.labels = [int(path.parent.name) if path.parent.parent == self.root
                        and path.parent.name in DIGIT_FOLDERS else -1 for path in self.paths]
 
@@ -75,27 +66,21 @@ class MnistRGBFolder(torch.utils.data.Dataset):
         return pixels.permute(2, 0, 1).float() / 127.5 - 1.0, self.labels[index]
 
     def load_all(self, progress: bool = True) -> torch.Tensor:
-        """Every image decoded once: uint8 N×3×H×W, all of the first image's size."""
-        size = self.image_size or read_rgb(self.paths[0]).shape[1]
+        """Every image decoded once, as uint8 N×3×H×W."""
         paths = tqdm(self.paths, desc=f"loading {self.root}", unit="img", disable=not progress)
-        arrays = [read_rgb(path, size) for path in paths]
+        arrays = [read_rgb(path, self.image_size) for path in paths]
         return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
 
 
 @dataclass
 class DatasetReport:
-    """What ``check_mnist_rgb`` found: layout ("digit folders", "flat" or "missing"), images per
-    digit, total, and one sentence per problem."""
+    """What ``check_mnist_rgb`` found; layout: "digit folders" or "flat"."""
 
     root: Path
     layout: str
-    counts: dict[int, int] = field(default_factory=dict)
-    total: int = 0
-    problems: list[str] = field(default_factory=list)
-
-    @property
-    def ok(self) -> bool:
-        return not self.problems
+    counts: dict[int, int]
+    total: int
+    problems: list[str]
 
     def summary(self) -> str:
         lines = [f"{self.root}: {self.total} PNGs, layout: {self.layout}"]
@@ -105,70 +90,36 @@ class DatasetReport:
         return "\n".join(lines)
 
 
-def check_mnist_rgb(
-    root: str | Path = DEFAULT_OUT_DIR,
-    expected_counts: Mapping[int, int] | None = MNIST_TRAIN_COUNTS,
-    image_size: int = 28,
-) -> DatasetReport:
+def check_mnist_rgb(root: str | Path = DEFAULT_OUT_DIR,
+                    expected_counts: dict[int, int] | None = MNIST_TRAIN_COUNTS) -> DatasetReport:
     """Check a folder: digit folders holding ``expected_counts`` (None: any; a flat folder: their
-    total) and only ``image_size``-square RGB images, every one decoded."""
-    try:
-        folder = MnistRGBFolder(root)
-    except FileNotFoundError as error:
-        return DatasetReport(Path(root), "missing", problems=[str(error)])
-    found, expected = Counter(folder.labels), dict(expected_counts or {})
-    counts = {} if set(found) == {-1} else {digit: found[digit] for digit in range(10)}
-    problems = [f"digit {d}: {n} images, expected {expected.get(d)}" if n else
-                f"digit {d}: no images in {folder.root / str(d)}"
+    total), no PNG outside that layout, and only 28×28 RGB images, every one decoded."""
+    folder = MnistRGBFolder(root)  # FileNotFoundError if it holds no PNG
+    expected, flat = expected_counts or {}, set(folder.labels) == {-1}
+    counts = {} if flat else {digit: folder.labels.count(digit) for digit in range(10)}
+    problems = [f"digit {d}: {n} images in {folder.root / str(d)}, expected {expected.get(d, '>0')}"
                 for d, n in counts.items() if not n or expected.get(d, n) != n]
-    if not counts and expected and len(folder) != sum(expected.values()):
+    if flat and expected and len(folder) != sum(expected.values()):
         problems.append(f"{len(folder)} images, expected {sum(expected.values())}")
-    stray = [path for path in folder.paths if path.parent != folder.root] if not counts else [
-        path for path, label in zip(folder.paths, folder.labels, strict=True) if label < 0]
-    if stray:
-        problems.append(f"{len(stray)} PNGs outside the layout, first: {stray[0]}")
+    stray = [path for path, label in zip(folder.paths, folder.labels, strict=True)
+             if (path.parent != folder.root if flat else label < 0)]
     bad = []
     for path in tqdm(folder.paths, desc=f"checking {folder.root}", unit="img"):
         try:
-            read_rgb(path, image_size)
+            read_rgb(path, 28)
         except (OSError, ValueError) as error:
             bad.append(str(error))
-    if bad:
-        problems.append(f"{len(bad)} unreadable or not {image_size}×{image_size} RGB: {bad[0]}")
-    layout = "digit folders" if counts else "flat"
+    problems += [f"{len(stray)} PNGs outside the layout, first: {stray[0]}"] if stray else []
+    problems += [f"{len(bad)} unreadable or not 28×28 RGB: {bad[0]}"] if bad else []
+    layout = "flat" if flat else "digit folders"
     return DatasetReport(folder.root, layout, counts, len(folder), problems)
 
 
 def raise_if_bad(report: DatasetReport) -> DatasetReport:
     """The report when it is ok, else ValueError listing its problems."""
-    if not report.ok:
+    if report.problems:
         raise ValueError(f"{report.root} failed the check:\n{report.summary()}")
     return report
-
-
-@contextmanager
-def staged_folder(out_dir: Path) -> Iterator[Path]:
-    """A hidden sibling folder to build in; it replaces ``out_dir`` only when the block succeeds,
-    so a failed build leaves no half-built folder."""
-    staging = out_dir.with_name(f".{out_dir.name}.partial")
-    shutil.rmtree(staging, ignore_errors=True)  # left by an interrupted build
-    staging.mkdir(parents=True)
-    try:
-        yield staging
-        shutil.rmtree(out_dir, ignore_errors=True)
-        staging.rename(out_dir)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-
-
-def write_pngs(out_dir: Path, images: np.ndarray, labels: np.ndarray) -> None:
-    """N×28×28 uint8 digits as RGB ``out_dir/{label}/{index:05d}.png``, index 1-based. One
-    process: a pool of two was no faster on 2 cores."""
-    for digit in np.unique(labels):
-        (out_dir / str(digit)).mkdir()
-    pairs = tqdm(zip(images, labels, strict=True), "writing PNGs", total=len(images))
-    for index, (gray, label) in enumerate(pairs, start=1):
-        Image.fromarray(gray).convert("RGB").save(out_dir / str(label) / f"{index:05d}.png")
 
 
 def extract_zip(out_dir: Path, zip_path: Path) -> None:
@@ -180,15 +131,13 @@ def extract_zip(out_dir: Path, zip_path: Path) -> None:
         members = {member: PureWindowsPath(member.filename) for member in archive.infolist()}
         for member, path in members.items():  # PureWindowsPath: / and \\, C:, leading slashes
             if stat.S_ISLNK(member.external_attr >> 16) or path.anchor or ".." in path.parts:
-                raise ValueError(f"refusing to extract {zip_path}: member {member.filename!r} "
-                                 "is a link, an absolute path or has '..'")
+                raise ValueError(f"refusing to extract {zip_path}, unsafe: {member.filename!r}")
         pngs = {m: p for m, p in members.items() if p.suffix.lower() == ".png" and not m.is_dir()
                 and "__MACOSX" not in p.parts and not p.name.startswith(".")}
         flat = not all(path.parent.name in DIGIT_FOLDERS for path in pngs.values())
         targets = {m: out_dir / ("" if flat else p.parent.name) / p.name for m, p in pngs.items()}
         if not pngs or len(set(targets.values())) < len(targets):
             raise ValueError(f"{zip_path}: expected PNGs in digit folders 0..9 or one flat folder")
-        print(f"{zip_path}: {len(pngs)} PNGs" + (", no digit folders: no labels" if flat else ""))
         for member, target in tqdm(targets.items(), "extracting"):
             target.parent.mkdir(exist_ok=True)
             try:
@@ -198,8 +147,7 @@ def extract_zip(out_dir: Path, zip_path: Path) -> None:
 
 
 def download_course_zip(download_dir: Path) -> Path:
-    """The course's mnist.zip in ``download_dir`` (Hugging Face dataset repo, else model repo);
-    huggingface_hub checks its size, resolves LFS and reuses an earlier download."""
+    """The course's mnist.zip via huggingface_hub (size-checked): dataset repo, else model repo."""
     failures = []
     for repo_type in ("dataset", "model"):
         try:
@@ -210,88 +158,86 @@ def download_course_zip(download_dir: Path) -> Path:
     raise ConnectionError(f"no course mnist.zip: {'; '.join(failures)}\n{OFFLINE_HINT}")
 
 
-def mnist_from_torchvision(download_dir: Path) -> tuple[np.ndarray, np.ndarray]:
-    """MNIST's training digits and labels, downloaded and md5-checked by torchvision."""
-    try:
-        mnist = torchvision.datasets.MNIST(download_dir, train=True, download=True)
-    except (RuntimeError, OSError) as error:
-        message = f"torchvision's MNIST download failed: {error}\n{OFFLINE_HINT}"
-        raise ConnectionError(message) from error
-    return mnist.data.numpy(), mnist.targets.numpy()
-
-
-def read_idx(source_dir: Path, name: str) -> bytes:
-    """The uncompressed contents of ``source_dir/name`` (or ``name.gz``), sha256-checked."""
-    path = source_dir / name if (source_dir / name).is_file() else source_dir / f"{name}.gz"
-    if not path.is_file():
-        raise FileNotFoundError(f"{source_dir} holds no {name} (.gz or not)")
-    try:
-        contents = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
-    except (OSError, EOFError) as error:
-        raise ValueError(f"{path} is not a valid gzip file: {error}") from error
-    if (actual := hashlib.sha256(contents).hexdigest()) != MNIST_IDX_SHA256[name]:
-        raise ValueError(f"{path}: sha256 of the uncompressed contents is {actual}, expected "
-                         f"{MNIST_IDX_SHA256[name]} (not the original MNIST file)")
-    return contents
-
-
 def load_mnist_idx(
     source_dir: str | Path, train: bool = True, download_root: str | Path = DEFAULT_DOWNLOAD_DIR
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """MNIST from idx files, checked, then read by torchvision from ``download_root/MNIST/raw``:
-    N×1×28×28 uint8 images and N labels, of the training set or (``train=False``) the test set."""
+    """MNIST's training (or test) set from the idx files in ``source_dir`` (.gz or not), sha256-
+    checked, read by torchvision from ``download_root/MNIST/raw``: N×1×28×28 uint8, N labels."""
     names = [name for name in MNIST_IDX_SHA256 if name.startswith("train" if train else "t10k")]
-    contents = [read_idx(Path(source_dir), name) for name in names]
     raw_dir = Path(download_root) / "MNIST" / "raw"
-    raw_dir.mkdir(parents=True, exist_ok=True)
-    for name, uncompressed in zip(names, contents, strict=True):
-        (raw_dir / name).write_bytes(uncompressed)
+    for name in names:
+        path = Path(source_dir) / name
+        path = path if path.is_file() else path.with_name(f"{name}.gz")
+        if not path.is_file():
+            raise FileNotFoundError(f"{source_dir} holds no {name} (.gz or not)")
+        contents = path.read_bytes()
+        try:
+            contents = gzip.decompress(contents) if path.suffix == ".gz" else contents
+        except (OSError, EOFError) as error:
+            raise ValueError(f"{path} is not a valid gzip file: {error}") from error
+        if (actual := hashlib.sha256(contents).hexdigest()) != MNIST_IDX_SHA256[name]:
+            raise ValueError(f"{path}: sha256 of the uncompressed contents is {actual}, expected "
+                             f"{MNIST_IDX_SHA256[name]} (not the original MNIST file)")
+        raw_dir.mkdir(parents=True, exist_ok=True)
+        (raw_dir / name).write_bytes(contents)
     images = read_image_file(str(raw_dir / names[0]))
     return images[:, None], read_label_file(str(raw_dir / names[1]))
 
 
 def build_into(staging: Path, source: str, local: Path | None, download_dir: Path) -> None:
-    """Fill ``staging`` from ``local`` (mnist.zip, or a folder of it or of the idx files), else
-    from ``source``; "auto" tries the course zip, then torchvision's MNIST."""
-    if local and not local.exists():
-        raise FileNotFoundError(f"--local {local} does not exist")
+    """Fill ``staging`` from ``local`` if given, else from ``source`` (see ``build_mnist_rgb``)."""
     if local and (local.is_file() or (local / "mnist.zip").is_file()):
         return extract_zip(staging, local / "mnist.zip" if local.is_dir() else local)
     if local:
         images, labels = load_mnist_idx(local, True, download_dir)
-        return write_pngs(staging, images[:, 0].numpy(), labels.numpy())
-    if source != "mnist":
-        try:
-            return extract_zip(staging, download_course_zip(download_dir))
-        except (ConnectionError, ValueError) as error:
-            if source == "course-zip":
-                raise
-            print(f"the course zip did not work ({error}); trying torchvision's MNIST")
-            shutil.rmtree(staging)  # what the zip may have left
-            staging.mkdir()
-    write_pngs(staging, *mnist_from_torchvision(download_dir))
+        images, labels = images[:, 0].numpy(), labels.numpy()
+    else:
+        if source != "mnist":
+            try:
+                return extract_zip(staging, download_course_zip(download_dir))
+            except (ConnectionError, ValueError) as error:
+                if source == "course-zip":
+                    raise
+                print(f"the course zip did not work ({error}); trying torchvision's MNIST")
+                shutil.rmtree(staging)  # what the zip may have left
+                staging.mkdir()
+        try:  # torchvision md5-checks its download
+            mnist = torchvision.datasets.MNIST(download_dir, train=True, download=True)
+        except (RuntimeError, OSError) as error:
+            message = f"torchvision's MNIST download failed: {error}\n{OFFLINE_HINT}"
+            raise ConnectionError(message) from error
+        images, labels = mnist.data.numpy(), mnist.targets.numpy()
+    pairs = tqdm(zip(images, labels, strict=True), "writing PNGs", total=len(images))
+    for index, (gray, label) in enumerate(pairs, start=1):  # one process: a pool was no faster
+        (staging / str(label)).mkdir(exist_ok=True)
+        Image.fromarray(gray).convert("RGB").save(staging / str(label) / f"{index:05d}.png")
 
 
-def build_mnist_rgb(
-    out_dir: str | Path = DEFAULT_OUT_DIR,
-    source: str = "auto",
-    local: str | Path | None = None,
-    overwrite: bool = False,
-    download_dir: str | Path = DEFAULT_DOWNLOAD_DIR,
-) -> DatasetReport:
-    """Build ``out_dir`` from one of ``SOURCES`` and return its check; ``local`` (for "auto" and
-    "local" also ``$MNIST_DIR``) is an offline copy, used by all sources but "mnist"."""
+def build_mnist_rgb(out_dir: str | Path = DEFAULT_OUT_DIR, source: str = "auto",
+                    local: str | Path | None = None, overwrite: bool = False,
+                    download_dir: str | Path = DEFAULT_DOWNLOAD_DIR) -> DatasetReport:
+    """Build ``out_dir`` in a hidden sibling that replaces it only on success; return its check.
+    "auto" tries the course zip, then torchvision's MNIST. ``local`` (auto and local: default
+    ``$MNIST_DIR``; mnist ignores it): mnist.zip, or a folder of it or of the idx files."""
     out_dir = Path(out_dir)
     if out_dir.is_file() or not overwrite and out_dir.is_dir() and any(out_dir.iterdir()):
         raise FileExistsError(f"{out_dir} exists (a file, or a folder not empty): pass --overwrite "
                               "to rebuild a folder, or --check-only to check it")
-    if source in ("auto", "local"):
-        local = local or os.environ.get("MNIST_DIR")
+    local = local or (os.environ.get("MNIST_DIR") if source in ("auto", "local") else None)
     if source == "local" and not local:
         raise ValueError("--source local needs --local DIR (or the MNIST_DIR variable)")
     local = Path(local) if local and source != "mnist" else None
-    with staged_folder(out_dir) as staging:
+    if local and not local.exists():
+        raise FileNotFoundError(f"--local {local} does not exist")
+    staging = out_dir.with_name(f".{out_dir.name}.partial")
+    shutil.rmtree(staging, ignore_errors=True)  # left by an interrupted build
+    staging.mkdir(parents=True)
+    try:
         build_into(staging, source, local, Path(download_dir))
+        shutil.rmtree(out_dir, ignore_errors=True)
+        staging.rename(out_dir)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     return check_mnist_rgb(out_dir)
 
 
@@ -299,7 +245,8 @@ def main(argv: list[str] | None = None) -> None:
     """``python -m ddpm_lib.data``: build the mnist_rgb folder, or only check it."""
     parser = argparse.ArgumentParser(prog=BUILD_COMMAND, description=__doc__)
     parser.add_argument("--out", default=str(DEFAULT_OUT_DIR), help="folder to build or check")
-    parser.add_argument("--source", choices=SOURCES, default="auto", help="where images come from")
+    parser.add_argument("--source", choices=("auto", "course-zip", "mnist", "local"),
+                        default="auto", help="where images come from")
     parser.add_argument("--local", help="offline: a folder of the MNIST idx files (.gz or not) or "
                         "of mnist.zip, or mnist.zip (auto and local: default $MNIST_DIR)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing folder")

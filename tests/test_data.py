@@ -388,7 +388,7 @@ def test_missing_or_empty_root_says_how_to_build_it(tmp_path):
 def test_check_passes_a_good_folder(tiny_mnist_rgb):
     report = check_mnist_rgb(tiny_mnist_rgb, expected_counts=dict.fromkeys(range(10), 4))
 
-    assert report.ok and report.total == 40 and report.layout == "digit folders"
+    assert report.problems == [] and report.total == 40 and report.layout == "digit folders"
     assert raise_if_bad(report) is report
 
 
@@ -414,8 +414,8 @@ def test_check_reports_each_problem(tiny_mnist_rgb):
 
 
 def test_check_reports_missing_folder_and_mnist_counts(tmp_path, tiny_mnist_rgb):
-    missing = check_mnist_rgb(tmp_path / "nowhere")
-    assert not missing.ok and "nowhere" in missing.problems[0]
+    with pytest.raises(FileNotFoundError, match="nowhere.*python -m ddpm_lib.data"):
+        check_mnist_rgb(tmp_path / "nowhere")
     report = check_mnist_rgb(tiny_mnist_rgb)  # the default expects MNIST's counts
     assert len(report.problems) == 10 and "5923" in report.problems[0]
 
