@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -11,8 +10,6 @@ import torch
 
 from . import __version__
 from .model import UNet, UNetConfig
-
-REQUIRED_KEYS = ("model", "ema_model", "step", "config", "model_config", "version")
 
 #: Arguments that fix the network or the diffusion: a checkpoint fits only runs that agree.
 MODEL_DEFINING_KEYS = ("image_size", "timesteps", "beta_start", "beta_end", "schedule",
@@ -27,43 +24,41 @@ def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
     """Write ``state`` beside ``path``, then rename: the old file or the new, never half of one."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    temporary = path.with_name(f".{path.name}.tmp")
     try:
-        with os.fdopen(handle, "wb") as file:
+        with temporary.open("wb") as file:
             torch.save({**state, "version": __version__}, file)
             file.flush()
             os.fsync(file.fileno())
         os.replace(temporary, path)
     except BaseException:
-        Path(temporary).unlink(missing_ok=True)
+        temporary.unlink(missing_ok=True)
         raise
     return path
 
 
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Read a checkpoint with ``weights_only=True``; :class:`CheckpointError` if unusable."""
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Read a checkpoint (weights only, onto the CPU); :class:`CheckpointError` if unusable."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {path} does not exist; train one with "
-                                f"python -m ddpm_lib.train (it writes --checkpoint_dir/last.pt)")
+        raise FileNotFoundError(f"checkpoint {path} does not exist: train one (ddpm_lib.train)")
     try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
+        state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:
         reason = f"{type(error).__name__}: {str(error).splitlines()[0][:200]}"
         raise CheckpointError(f"could not read checkpoint {path}: truncated, corrupt or not a "
                               f"PyTorch file ({reason})") from error
-    missing = [key for key in REQUIRED_KEYS if not isinstance(state, dict) or key not in state]
+    missing = [key for key in ("model", "ema_model", "step", "config", "model_config", "version")
+               if not isinstance(state, dict) or key not in state]
     if missing:
         raise CheckpointError(f"{path} is not a ddpm_lib checkpoint: it lacks {', '.join(missing)}")
     return state
 
 
-def check_compatible(checkpoint_config: dict[str, Any], requested: dict[str, Any],
-                     source: str | Path) -> None:
-    """Refuse every model-defining value ``requested`` (None: any) that the checkpoint lacks."""
-    conflicts = [f"{key}={requested[key]!r} (checkpoint: {checkpoint_config.get(key)!r})"
-                 for key in MODEL_DEFINING_KEYS
-                 if requested.get(key) is not None and requested[key] != checkpoint_config.get(key)]
+def check_compatible(saved: dict[str, Any], requested: dict[str, Any], source: str | Path) -> None:
+    """Refuse each model-defining value ``requested`` (None: any) that differs from ``saved``."""
+    conflicts = [f"{key}={requested[key]!r} (checkpoint: {saved.get(key)!r})"
+                 for key in MODEL_DEFINING_KEYS if requested.get(key) not in (None, saved.get(key))]
     if conflicts:
         raise CheckpointError(f"{source} was trained with another configuration: "
                               f"{'; '.join(conflicts)}; drop these flags or pick its checkpoint")

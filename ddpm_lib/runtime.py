@@ -12,16 +12,11 @@ Stream = IntEnum("Stream", "EVAL_NOISE SAMPLE_GRID EVAL_IMAGES EPOCH_ORDER TRAIN
                            "GENERATE VISUALIZE")
 
 
-def stream_seed(seed: int, *streams: int) -> int:
-    """Mix ``seed`` with stream numbers (a :class:`Stream`, then step, rank …) into one seed."""
+def generator_for(seed: int, *streams: int, device: torch.device | str = "cpu") -> torch.Generator:
+    """A generator seeded from ``seed`` and ``streams`` (a :class:`Stream`, then step, rank …)."""
     for stream in streams:
         seed = (seed * 1_000_003 + int(stream) + 1) % (2**63)
-    return seed
-
-
-def generator_for(seed: int, *streams: int, device: torch.device | str = "cpu") -> torch.Generator:
-    """A generator seeded by :func:`stream_seed`: the same arguments give the same draws."""
-    return torch.Generator(device=device).manual_seed(stream_seed(seed, *streams))
+    return torch.Generator(device=device).manual_seed(seed)
 
 
 def pick_device(choice: str = "auto", local_rank: int = 0) -> torch.device:
@@ -45,25 +40,23 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def example_batch(batch_size: int, image_size: int, device: torch.device | str,
-                  channels: int = 3) -> tuple[torch.Tensor, torch.Tensor]:
-    """Zeros shaped like a call ε_θ(x_t, t): (B, C, H, W) images and (B,) timesteps."""
-    images = torch.zeros(batch_size, channels, image_size, image_size, device=device)
+def example_batch(batch_size: int, image_size: int,
+                  device: torch.device | str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Zeros shaped like a call ε_θ(x_t, t): (B, 3, H, W) images and (B,) timesteps."""
+    images = torch.zeros(batch_size, 3, image_size, image_size, device=device)
     return images, torch.zeros(batch_size, dtype=torch.long, device=device)
 
 
 def compile_with_fallback(module: torch.nn.Module, example_inputs: tuple[torch.Tensor, ...],
                           backward: bool, enabled: bool = True,
                           cuda_graphs: bool = False) -> torch.nn.Module:
-    """``torch.compile(module, dynamic=False)`` for the example's shapes only, tried at once on
-    them (and backward, gradients dropped); ``module`` itself if the compiler fails. With
-    ``cuda_graphs`` (``reduce-overhead``; call :func:`next_step` before each step) it probes three
-    times, so a graph is recorded and replayed before anything depends on it."""
+    """``torch.compile(module, dynamic=False)`` probed at once on the example (backward too, its
+    gradients dropped); ``module`` itself if that fails. ``cuda_graphs``: reduce-overhead mode."""
     if not enabled:
         return module
     compiled = torch.compile(module, dynamic=False, mode="reduce-overhead" if cuda_graphs else None)
     try:
-        for _ in range(3 if cuda_graphs else 1):
+        for _ in range(3 if cuda_graphs else 1):  # graphs: recorded on call 2, replayed on 3
             next_step()
             with torch.set_grad_enabled(backward), autocast_for(example_inputs[0].device):
                 output = compiled(*example_inputs)
@@ -78,7 +71,7 @@ def compile_with_fallback(module: torch.nn.Module, example_inputs: tuple[torch.T
 
 
 def next_step() -> None:
-    """Tell CUDA-graph replays that a new step begins (their last outputs may be overwritten)."""
+    """Before each step under ``cuda_graphs``: the last replay's outputs may now be overwritten."""
     torch.compiler.cudagraph_mark_step_begin()
 
 

@@ -3,8 +3,6 @@
     python -m ddpm_lib.train --data_path ./data/mnist_rgb --epochs 100 --batch_size 128
     torchrun --nproc_per_node=2 -m ddpm_lib.train ...    # several GPUs (gloo on CPUs)
     python -m ddpm_lib.train --recipe fast               # other defaults: see RECIPES
-
-``--batch_size`` is the global batch, split across ``torchrun`` processes.
 """
 
 from __future__ import annotations
@@ -33,7 +31,7 @@ from .checkpoint import CheckpointError, check_compatible, load_checkpoint, save
 from .data import MnistRGBFolder
 from .diffusion import diffusion_loss, q_sample, sample
 from .model import UNet, UNetConfig
-from .runtime import Stream, autocast_for, generator_for, synchronize
+from .runtime import Stream, autocast_for, compile_with_fallback, example_batch, generator_for
 from .schedule import SCHEDULES, NoiseSchedule, make_schedule
 
 #: Named sets of defaults (flags given explicitly win). "assignment": the original code's;
@@ -89,19 +87,16 @@ class TrainConfig:
     warmup_steps: int = arg(0, "raise the learning rate linearly over N steps", at_least=0)
     lr_schedule: str = arg("constant", "then constant, or cosine decay to 0 at the last epoch",
                            choices=("constant", "cosine"))
-    compile: str = arg("auto", "torch.compile the network (auto: on CUDA)",
-                       choices=("auto", "yes", "no"))
+    compile: str = arg("auto", "torch.compile (auto: on CUDA)", choices=("auto", "yes", "no"))
     min_snr_gamma: float = arg(0.0, "Min-SNR-γ loss weights (0: off)", at_least=0)
     eval_interval: int = arg(1, "evaluate the EMA and write last.pt every N epochs", at_least=1)
     recipe: str = arg("assignment", "defaults to start from", choices=tuple(RECIPES))
 
     def __post_init__(self) -> None:
         """Refuse impossible settings, naming each flag to change."""
-        problems = [f"--{item.name} must be {words} {item.metadata[key]} "
-                    f"(got {getattr(self, item.name)!r})"
-                    for item in fields(self) for key, (holds, words) in CHECKS.items()
-                    if key in item.metadata
-                    and not holds(getattr(self, item.name), item.metadata[key])]
+        problems = [f"--{f.name} must be {words} {f.metadata[key]} (got {getattr(self, f.name)!r})"
+                    for f in fields(self) for key, (holds, words) in CHECKS.items()
+                    if key in f.metadata and not holds(getattr(self, f.name), f.metadata[key])]
         if problems:
             raise ValueError("; ".join(problems))
         self.model_config()  # raises if the network cannot be built at this size
@@ -130,17 +125,12 @@ class TrainResult:
     images_per_second: float
 
 
-# ----------------------------------------------------------------------------- the pieces
-
-
 def ema_update_with_warmup(decay: float) -> Callable:
     """θ̄ ← β θ̄ + (1 - β) θ with β = min(decay, (1 + n) / (10 + n)) after n updates: early on,
     the average follows the weights, not their random start. For ``AveragedModel``."""
-
     def update(averaged: list[torch.Tensor], current: list[torch.Tensor], n: torch.Tensor) -> None:
         beta = ((1 + n) / (10 + n)).clamp(max=decay).float()  # a tensor: no host sync per step
         torch._foreach_lerp_(averaged, current, [1 - beta] * len(averaged))
-
     return update
 
 
@@ -154,13 +144,11 @@ def learning_rate_schedule(optimizer: torch.optim.Optimizer, config: TrainConfig
     """Step s takes lr · (s + 1) / W in a warm-up of W steps, then lr (``constant``) or
     lr · ½ (1 + cos(π p)), p = (s - W) / (total_steps - W) (``cosine``: 0 at the end)."""
     warmup, decay_steps = config.warmup_steps, max(1, total_steps - config.warmup_steps)
-
     def factor(step: int) -> float:
         if step < warmup:
             return (step + 1) / warmup
         progress = min(1.0, (step - warmup) / decay_steps)
         return 1.0 if config.lr_schedule == "constant" else 0.5 * (1 + math.cos(math.pi * progress))
-
     return LambdaLR(optimizer, factor)
 
 
@@ -238,51 +226,59 @@ def load_resume_state(config: TrainConfig) -> dict[str, Any] | None:
     return state
 
 
-# ----------------------------------------------------------------------------- the loop
-
-
 class Training:
     """One process's run, set up from ``config`` (and ``--resume``); rank 0 writes the files."""
 
     def __init__(self, config: TrainConfig, on_progress: Callable | None = None) -> None:
         self.config, self.on_progress, self.started = config, on_progress, time.perf_counter()
-        self.rank, self.world_size = (int(os.environ.get(name, default))
-                                      for name, default in (("RANK", 0), ("WORLD_SIZE", 1)))
+        self.rank = int(os.environ.get("RANK", 0))
+        self.world_size = int(os.environ.get("WORLD_SIZE", 1))
         self.is_main, self.directory = self.rank == 0, Path(config.checkpoint_dir)
-        device = runtime.pick_device(config.device, int(os.environ.get("LOCAL_RANK", 0)))
-        self.device = device
+        self.device = runtime.pick_device(config.device, int(os.environ.get("LOCAL_RANK", 0)))
+        cuda = self.device.type == "cuda"
         if self.world_size > 1 and not dist.is_initialized():
-            dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+            dist.init_process_group(backend="nccl" if cuda else "gloo")
         if config.batch_size % self.world_size:
             raise ValueError(f"--batch_size {config.batch_size} must be divisible by the "
                              f"{self.world_size} processes")
-        resume_state = load_resume_state(config)
+        state = load_resume_state(config)
         self.load_images()
         torch.manual_seed(config.seed)
-        self.model = UNet(config.model_config()).to(device)
-        if device.type == "cuda":  # NHWC convolutions: 11 % faster training steps on an H200
+        self.model = UNet(config.model_config()).to(self.device)
+        if cuda:  # NHWC convolutions: 11 % faster training steps on an H200
             self.model = self.model.to(memory_format=torch.channels_last)
         self.ema = exponential_moving_average(self.model, config.ema_decay)
-        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=config.lr,
-                                           weight_decay=config.weight_decay,
-                                           fused=device.type == "cuda")
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=config.lr, fused=cuda,
+                                           weight_decay=config.weight_decay)
         self.lr_schedule = learning_rate_schedule(  # over all epochs: --max_steps only stops
             self.optimizer, config, config.epochs * self.steps_per_epoch)
-        self.noise_schedule = config.noise_schedule().to(device)
+        self.noise_schedule = config.noise_schedule().to(self.device)
         self.step, self.images_seen, self.best_eval_loss = 0, 0, math.inf
         self.eval_loss = self.last_loss = math.nan
         self.earlier_wall_seconds = self.train_seconds = 0.0
         self.pending_losses: list[torch.Tensor] = []
-        if resume_state is not None:
-            self.restore(resume_state)
+        if state is not None:  # continue where it stopped: weights, EMA, optimizer, lr, step, clock
+            for part, key in ((self.model, "model"), (self.ema.module, "ema_model"),
+                              (self.optimizer, "optimizer"), (self.lr_schedule, "lr_scheduler")):
+                part.load_state_dict(state[key])
+            self.ema.n_averaged.fill_(state["ema_num_averaged"])
+            self.step, self.best_eval_loss = state["step"], state["best_eval_loss"]
+            self.earlier_wall_seconds = state["wall_seconds"]
         self.trained = self.wrap_network()
-        if self.is_main:
-            self.open_logs(resumed=resume_state is not None)
+        if self.is_main:  # the logs, cut back to the resumed step
+            self.directory.mkdir(parents=True, exist_ok=True)
+            kept = self.step if state is not None else None
+            start_log(self.directory / "train_log.csv", ["step", "epoch", "loss"], kept)
+            start_log(self.directory / "eval_log.csv",
+                      ["step", "epoch", "eval_loss", "best", "wall_seconds"], kept)
+            print(f"training on {self.device} ({self.world_size} process(es)): {len(self.images)} "
+                  f"images, {self.model.num_parameters():,} parameters, {self.steps_per_epoch} "
+                  f"steps/epoch, steps {self.step} → {self.total_steps}")
 
     def load_images(self) -> None:
         """All training images (uint8) and a fixed evaluation batch of them, on the device."""
-        config, folder = self.config, MnistRGBFolder(self.config.data_path, self.config.image_size)
-        images = folder.load_all(progress=self.is_main)
+        config = self.config
+        images = MnistRGBFolder(config.data_path, config.image_size).load_all(progress=self.is_main)
         images = images[: config.max_images or None]
         if len(images) < config.batch_size:
             raise ValueError(f"--batch_size {config.batch_size} is larger than the "
@@ -294,51 +290,21 @@ class Training:
         self.steps_per_epoch = len(images) // config.batch_size
         self.total_steps = min(config.epochs * self.steps_per_epoch, config.max_steps or math.inf)
 
-    def restore(self, state: dict[str, Any]) -> None:
-        """Continue where ``state`` stopped: weights, EMA, optimizer, learning rate, step, clock."""
-        self.model.load_state_dict(state["model"])
-        self.ema.module.load_state_dict(state["ema_model"])
-        self.ema.n_averaged.fill_(state["ema_num_averaged"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.lr_schedule.load_state_dict(state["lr_scheduler"])
-        self.step, self.best_eval_loss = state["step"], state["best_eval_loss"]
-        self.earlier_wall_seconds = state["wall_seconds"]
-
     def wrap_network(self) -> torch.nn.Module:
         """The network as steps call it: in DDP across processes; compiled per ``--compile``,
         with CUDA graphs on one GPU (DDP's gradient hooks stay eager)."""
+        config, device = self.config, self.device
         trained = DistributedDataParallel(self.model) if self.world_size > 1 else self.model
-        if not runtime.should_compile(self.config.compile, self.device):
+        if not runtime.should_compile(config.compile, device):
             return trained
-        example = runtime.example_batch(self.config.batch_size // self.world_size,
-                                        self.config.image_size, self.device)
-        return runtime.compile_with_fallback(
-            trained, example, backward=True,
-            cuda_graphs=self.world_size == 1 and self.device.type == "cuda")
-
-    def open_logs(self, resumed: bool) -> None:
-        """train_log.csv and eval_log.csv, cut back to the resumed step."""
-        self.directory.mkdir(parents=True, exist_ok=True)
-        kept = self.step if resumed else None
-        start_log(self.directory / "train_log.csv", ["step", "epoch", "loss"], kept)
-        start_log(self.directory / "eval_log.csv",
-                  ["step", "epoch", "eval_loss", "best", "wall_seconds"], kept)
-        print(f"training on {self.device} ({self.world_size} process(es)): {len(self.images)} "
-              f"images, {self.model.num_parameters():,} parameters, {self.steps_per_epoch} "
-              f"steps/epoch, steps {self.step} → {self.total_steps}")
-
-    def training_step(self, images: torch.Tensor) -> None:
-        """One optimizer step on this process's uint8 ``images``, its noise seeded by (seed,
-        step, rank) alone: a resumed run draws what an unbroken one would."""
-        seed = runtime.stream_seed(self.config.seed, Stream.TRAIN_NOISE, self.step, self.rank)
-        generator = torch.Generator(self.device).manual_seed(seed)
-        runtime.next_step()
-        loss = optimization_step(self.trained, self.ema, self.optimizer, self.noise_schedule,
-                                 to_model_range(images), generator, self.config.grad_clip,
-                                 self.config.min_snr_gamma)
-        self.lr_schedule.step()
-        self.step += 1
-        self.pending_losses.append(loss.detach())
+        started = time.perf_counter()
+        example = example_batch(config.batch_size // self.world_size, config.image_size, device)
+        trained = compile_with_fallback(trained, example, backward=True,
+                                        cuda_graphs=self.world_size == 1 and device.type == "cuda")
+        runtime.synchronize(device)
+        if self.is_main:
+            print(f"compiled the training step in {time.perf_counter() - started:.0f} s")
+        return trained
 
     def train_epoch(self) -> None:
         """The rest of this epoch, in the epoch's own shuffled order; then, when due (every
@@ -350,18 +316,27 @@ class Training:
         last = min(self.steps_per_epoch, first + self.total_steps - self.step)
         batches = tqdm(range(first, last), desc=f"epoch {epoch + 1}/{config.epochs}",
                        initial=first, total=last, disable=not self.is_main, leave=False)
-        synchronize(self.device)
+        runtime.synchronize(self.device)
         started = time.perf_counter()
         for batch in batches:
             indices = order[batch * config.batch_size : (batch + 1) * config.batch_size]
-            self.training_step(self.images[indices[self.rank :: self.world_size]])
+            x0 = to_model_range(self.images[indices[self.rank :: self.world_size]])
+            # noise from (seed, step, rank) alone: a resumed run draws what an unbroken one would
+            generator = generator_for(config.seed, Stream.TRAIN_NOISE, self.step, self.rank,
+                                      device=self.device)
+            runtime.next_step()
+            loss = optimization_step(self.trained, self.ema, self.optimizer, self.noise_schedule,
+                                     x0, generator, config.grad_clip, config.min_snr_gamma)
+            self.lr_schedule.step()
+            self.step += 1
+            self.pending_losses.append(loss.detach())
             if len(self.pending_losses) >= 50:
                 batches.set_postfix(loss=f"{self.flush_losses():.4f}")
             if self.step % config.sample_interval == 0 and self.is_main:
                 grid_started = time.perf_counter()
                 self.save_samples()
                 started += time.perf_counter() - grid_started  # not training time
-        synchronize(self.device)
+        runtime.synchronize(self.device)
         seconds, images = time.perf_counter() - started, (last - first) * config.batch_size
         self.train_seconds += seconds
         self.images_seen += images
@@ -397,16 +372,14 @@ class Training:
                                          self.config.seed)
         is_best = self.eval_loss < self.best_eval_loss
         self.best_eval_loss = min(self.best_eval_loss, self.eval_loss)
-        epochs, whole_epochs = self.step / self.steps_per_epoch, self.step // self.steps_per_epoch
+        state, whole_epochs = self.checkpoint_state(), self.step // self.steps_per_epoch
         append_log(self.directory / "eval_log.csv", [{
-            "step": self.step, "epoch": f"{epochs:.4f}", "eval_loss": self.eval_loss,
-            "best": int(is_best), "wall_seconds": f"{self.wall_seconds():.1f}"}])
-        state = self.checkpoint_state()
+            "step": self.step, "epoch": f"{state['epoch']:.4f}", "eval_loss": self.eval_loss,
+            "best": int(is_best), "wall_seconds": f"{state['wall_seconds']:.1f}"}])
         save_checkpoint(state, self.directory / "last.pt")
         if is_best:  # for sampling: without the optimizer's state, half the size
-            save_checkpoint({key: value for key, value in state.items()
-                             if key not in ("optimizer", "lr_scheduler")},
-                            self.directory / "best_model.pt")
+            best = {k: v for k, v in state.items() if k not in ("optimizer", "lr_scheduler")}
+            save_checkpoint(best, self.directory / "best_model.pt")
         if self.step % self.steps_per_epoch == 0 and whole_epochs % self.config.save_interval == 0:
             save_checkpoint(state, self.directory / f"checkpoint_epoch_{whole_epochs:04d}.pt")
         if final:
@@ -423,20 +396,15 @@ class Training:
                 "epoch": self.step / self.steps_per_epoch, "config": asdict(self.config),
                 "model_config": self.config.model_config().to_dict(),
                 "eval_loss": self.eval_loss, "best_eval_loss": self.best_eval_loss,
-                "wall_seconds": self.wall_seconds()}
-
-    def wall_seconds(self) -> float:
-        """Seconds since the run began, data loading and compiling included, over resumes."""
-        return self.earlier_wall_seconds + time.perf_counter() - self.started
+                "wall_seconds": self.earlier_wall_seconds + time.perf_counter() - self.started}
 
     def save_samples(self) -> None:
         """An 8-wide grid of 64 EMA samples, from the same noise every time."""
-        config = self.config
+        config, size = self.config, self.config.image_size
         generator = generator_for(config.seed, Stream.SAMPLE_GRID, device=self.device)
-        shape = (64, 3, config.image_size, config.image_size)
         with autocast_for(self.device):
-            images, _ = sample(self.ema.module, self.noise_schedule, shape, config.sample_sampler,
-                               config.sample_steps, generator, self.device)
+            images, _ = sample(self.ema.module, self.noise_schedule, (64, 3, size, size),
+                               config.sample_sampler, config.sample_steps, generator, self.device)
         path = Path(config.sample_dir) / f"samples_step_{self.step:07d}.png"
         path.parent.mkdir(parents=True, exist_ok=True)
         save_image((images.float() + 1) / 2, path, nrow=8)
