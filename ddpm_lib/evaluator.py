@@ -1,18 +1,11 @@
-"""The offline digit evaluator: an MNIST classifier's features judge generated digits.
+"""The offline digit evaluator: an MNIST classifier's 256-d features judge generated digits.
 
-It needs no download: ``weights/digit_classifier.pt`` (``tools/train_digit_classifier.py``,
-99.7 % on MNIST's test set) holds the classifier, the training set's feature statistics, and each
-measure's real-data **floor** (MNIST's test set scored as samples) and **noise** (the spread over
-five 10,000-image training blocks). In the 256-d penultimate features, against MNIST's training set:
-**digit-FID** (FID's formula, other features: *not* an FID), **KID** (unbiased MMD², cubic kernel),
-**precision / recall** (Kynkäänniemi et al. 2019, k = 3), **digit shares** (total variation to
-MNIST's, the largest gap), the mean confidence, and **memorised** (the share of samples nearer in
-pixels to a training image than 99 % of MNIST's test images are).
+No download: ``weights/digit_classifier.pt`` (``tools/train_digit_classifier.py``) holds the
+classifier, the training set's feature statistics and each measure's real-data floor (MNIST's
+test set scored as samples) and noise (std over five 10,000-image training blocks)::
 
     python -m ddpm_lib.evaluator DIR [DIR ...] [--train_dir data/mnist_rgb]   # several: mean ± std
 """
-
-from __future__ import annotations
 
 import argparse
 import functools
@@ -33,28 +26,24 @@ from .train import to_model_range
 
 WEIGHTS_PATH = Path(__file__).parent / "weights" / "digit_classifier.pt"
 FEATURE_DIM, REFERENCE_SIZE, NEIGHBOURS = 256, 10_000, 3  # REFERENCE_SIZE: for KID and P/R
-KID_SUBSETS, KID_SUBSET_SIZE = 100, 1000
-MEMORISATION_PERCENTILE = 1.0
-DISTANCE_CHUNK_ELEMENTS = 1 << 25  # entries of one block of a distance matrix (128 MB float32)
+MEMORISATION_PERCENTILE = 1.0  # memorised: nearer a training image than 99 % of test images
 DEFAULT_TRAIN_DIR = "data/mnist_rgb"
 
 
-def conv_block(channels_in: int, channels_out: int) -> list[nn.Module]:
-    """3×3 convolution, BatchNorm, ReLU; the size is kept."""
-    return [nn.Conv2d(channels_in, channels_out, 3, padding=1, bias=False),
-            nn.BatchNorm2d(channels_out), nn.ReLU()]
-
-
 class DigitClassifier(nn.Module):
-    """conv32 → pool → conv64 → conv64 → pool → conv96 → pool (28 → 14 → 7 → 3), a linear layer
-    with BatchNorm to the 256-d features, ReLU, 10 logits. Input (B, 1 or 3, 28, 28) in [-1, 1]."""
+    """3×3 convolutions with BatchNorm and ReLU, pooled 28 → 14 → 7 → 3, a linear layer with
+    BatchNorm to the 256-d features, ReLU, 10 logits. Input (B, 1 or 3, 28, 28) in [-1, 1]."""
 
     def __init__(self):
         super().__init__()
         self.body = nn.Sequential(
-            *conv_block(1, 32), nn.MaxPool2d(2),
-            *conv_block(32, 64), *conv_block(64, 64), nn.MaxPool2d(2),
-            *conv_block(64, 96), nn.MaxPool2d(2),
+            nn.Conv2d(1, 32, 3, padding=1, bias=False), nn.BatchNorm2d(32), nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(32, 64, 3, padding=1, bias=False), nn.BatchNorm2d(64), nn.ReLU(),
+            nn.Conv2d(64, 64, 3, padding=1, bias=False), nn.BatchNorm2d(64), nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(64, 96, 3, padding=1, bias=False), nn.BatchNorm2d(96), nn.ReLU(),
+            nn.MaxPool2d(2),
             nn.Flatten(), nn.Linear(96 * 3 * 3, FEATURE_DIM, bias=False),
             nn.BatchNorm1d(FEATURE_DIM))
         self.head = nn.Sequential(nn.ReLU(), nn.Linear(FEATURE_DIM, 10))
@@ -67,19 +56,18 @@ class DigitClassifier(nn.Module):
         return self.head(self.features(images))
 
 
-def load_digit_classifier(path: str | Path = WEIGHTS_PATH,
-                          device: torch.device | str = "cpu") -> tuple[DigitClassifier, dict]:
+def load_digit_classifier(device: torch.device | str = "cpu") -> tuple[DigitClassifier, dict]:
     """The trained classifier (eval mode) and the facts stored with it (seed, floors, noise…)."""
-    if not Path(path).is_file():
-        raise FileNotFoundError(f"{path} is missing: run python tools/train_digit_classifier.py")
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    if not WEIGHTS_PATH.is_file():
+        raise FileNotFoundError(f"{WEIGHTS_PATH} missing: python tools/train_digit_classifier.py")
+    state = torch.load(WEIGHTS_PATH, map_location="cpu", weights_only=True)
     model = DigitClassifier()
     model.load_state_dict(state.pop("model"))
     return model.to(device).eval(), state
 
 
 def list_images(folder: str | Path) -> list[Path]:
-    """All PNG/JPG files under ``folder``, searched recursively (digit subfolders too), sorted."""
+    """All PNG/JPG files under ``folder`` and its subfolders, sorted."""
     if not Path(folder).is_dir():
         raise FileNotFoundError(f"image folder not found: {folder}")
     return sorted(path for path in Path(folder).rglob("*")
@@ -90,8 +78,7 @@ def load_folder(folder: str | Path) -> torch.Tensor:
     """The images under ``folder`` that the FID reads too, made RGB: uint8 (N, 3, 28, 28)."""
     files, arrays = list_images(folder), []
     if len(files) < 2:
-        raise ValueError(f"the digit evaluator needs at least 2 images, got {len(files)} in "
-                         f"{folder}")
+        raise ValueError(f"the evaluator needs at least 2 images, got {len(files)} in {folder}")
     for path in files:
         try:
             with Image.open(path) as image:
@@ -117,9 +104,8 @@ def unit_gray_pixels(images: torch.Tensor) -> torch.Tensor:
 
 
 def reference_subset(train_images: torch.Tensor, size: int = REFERENCE_SIZE) -> torch.Tensor:
-    """Indices of a fixed choice of ``size`` images: the smallest hashes h = (Σ_p w_p·x_p) mod
-    (2³¹ − 1) of the gray pixels x (w seeded with 0), in the order of h; so neither the choice nor
-    its order depends on the order the images were read in (idx files, PNG folder)."""
+    """Indices of the ``size`` images of smallest hash h = (Σ_p w_p·x_p) mod (2³¹ − 1) of the gray
+    pixels x (w seeded with 0), in the order of h: neither depends on the order of reading."""
     pixels = (unit_gray_pixels(train_images) * 255).round().long().cpu()
     generator = torch.Generator().manual_seed(0)
     weights = torch.randint(0, 2**31, (pixels.shape[1],), generator=generator)
@@ -127,30 +113,26 @@ def reference_subset(train_images: torch.Tensor, size: int = REFERENCE_SIZE) -> 
 
 
 @torch.no_grad()
-def classify(model: DigitClassifier, images: torch.Tensor,
-             batch_size: int = 1000) -> tuple[torch.Tensor, torch.Tensor]:
+def classify(model: DigitClassifier, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """uint8 images (N, C, 28, 28) → (features (N, 256), softmax probabilities (N, 10))."""
     if images.dtype != torch.uint8:
         raise ValueError(f"the digit evaluator reads uint8 pixels, got {images.dtype}")
     device = next(model.parameters()).device
     features = torch.cat([model.features(to_model_range(batch.to(device)))
-                          for batch in images.split(batch_size)])
+                          for batch in images.split(1000)])
     return features, F.softmax(model.head(features), dim=1)
-
-
-# pytorch-fid 0.3 calls scipy.linalg.sqrtm(A, disp=False), but SciPy 1.18 removed ``disp``: its
-# module is lent this ``linalg``, whose sqrtm takes ``disp`` and calls any SciPy's sqrtm(A).
-_LINALG_FOR_PYTORCH_FID = SimpleNamespace(
-    sqrtm=lambda A, disp=True: scipy.linalg.sqrtm(A) if disp else (scipy.linalg.sqrtm(A), None))
 
 
 def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray,
                      sigma2: np.ndarray) -> float:
     """d² = ||μ1 − μ2||² + Tr(Σ1 + Σ2 − 2 (Σ1 Σ2)^{1/2}) by pytorch-fid's own function."""
     if np.shape(sigma1) != np.shape(sigma2):
-        raise ValueError(f"statistics of {len(mu1)} and {len(mu2)} dimensions: the same --dims "
-                         "on both sides?")
-    with mock.patch.object(fid_score, "linalg", _LINALG_FOR_PYTORCH_FID):
+        raise ValueError(f"statistics of {len(mu1)} and {len(mu2)} dimensions: the same --dims?")
+    # pytorch-fid 0.3 calls sqrtm(A, disp=False), but SciPy 1.18 dropped ``disp``: lend it a
+    # ``linalg`` whose sqrtm takes ``disp`` and calls any SciPy's sqrtm(A).
+    linalg = SimpleNamespace(sqrtm=lambda A, disp=True: scipy.linalg.sqrtm(A) if disp
+                             else (scipy.linalg.sqrtm(A), None))
+    with mock.patch.object(fid_score, "linalg", linalg):
         return float(fid_score.calculate_frechet_distance(mu1, sigma1, mu2, sigma2))
 
 
@@ -160,13 +142,11 @@ def gaussian_of(features: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
     return array.mean(axis=0), np.cov(array, rowvar=False)
 
 
-def kernel_inception_distance(fake: torch.Tensor, real: torch.Tensor, subsets: int = KID_SUBSETS,
-                              subset_size: int = KID_SUBSET_SIZE, seed: int = 0) -> float:
-    """KID of features fake (N, d) and real (M, d): the mean over random subsets of m images a
-    side (m = min(subset_size, N, M)) of the unbiased MMD² with k(x, y) = (xᵀy/d + 1)³,
-
-        MMD²_u = Σ_{i≠j} [k(x_i, x_j) + k(y_i, y_j)] / (m(m−1)) − 2 Σ_{i,j} k(x_i, y_j) / m²
-    """
+def kernel_inception_distance(fake: torch.Tensor, real: torch.Tensor, subsets: int = 100,
+                              subset_size: int = 1000, seed: int = 0) -> float:
+    """KID of features (N, d), (M, d): the mean over subsets of m = min(subset_size, N, M) a side
+    of the unbiased MMD² Σ_{i≠j} [k(x_i, x_j) + k(y_i, y_j)] / (m(m−1)) − 2 Σ_{i,j} k(x_i, y_j) / m²
+    with k(x, y) = (xᵀy/d + 1)³."""
     m, d = min(subset_size, len(fake), len(real)), fake.shape[1]
     generator, estimates = torch.Generator().manual_seed(seed), []
     for _ in range(subsets):
@@ -181,46 +161,40 @@ def kernel_inception_distance(fake: torch.Tensor, real: torch.Tensor, subsets: i
 def squared_distances(queries: torch.Tensor, base: torch.Tensor):
     """Yield ||a − b||² = ||a||² + ||b||² − 2aᵀb of queries (N, D) to base (M, D) in row blocks."""
     base_norms = (base * base).sum(dim=1)
-    for chunk in queries.split(max(1, DISTANCE_CHUNK_ELEMENTS // len(base))):
+    for chunk in queries.split(max(1, (1 << 25) // len(base))):  # 2²⁵ entries, 128 MB a block
         query_norms = (chunk * chunk).sum(dim=1, keepdim=True)
         yield torch.addmm(base_norms, chunk, base.T, alpha=-2) + query_norms
 
 
 def nearest_distances(queries: torch.Tensor, base: torch.Tensor, k: int = 1,
                       skip_self: bool = False) -> torch.Tensor:
-    """Distance (N,) of each query to its k-th nearest row of ``base``; ``skip_self`` when the
-    queries are the base (their own zero distance is not a neighbour)."""
-    rank = k + int(skip_self)
-    kth = [block.min(dim=1).values if rank == 1
-           else block.topk(rank, dim=1, largest=False).values[:, -1]
+    """Distance (N,) of each query to its k-th nearest row of ``base``, itself not counted when
+    ``skip_self`` (queries that are the base)."""
+    kth = [block.topk(k + int(skip_self), dim=1, largest=False).values[:, -1]
            for block in squared_distances(queries, base)]
     return torch.cat(kth).clamp_min(0).sqrt()
 
 
 def precision_recall(fake: torch.Tensor, real: torch.Tensor, real_radii: torch.Tensor | None = None,
                      k: int = NEIGHBOURS) -> tuple[float, float]:
-    """Improved precision and recall, ρ_k(x) the distance from x to its k-th neighbour in its set:
-
-        precision = 1/N Σ_f 1[∃ r: ||f − r|| ≤ ρ_k(r)],  recall = 1/M Σ_r 1[∃ f: ||r − f|| ≤ ρ_k(f)]
-    """
+    """precision = 1/N Σ_f 1[∃ r: ||f − r|| ≤ ρ_k(r)], recall likewise with fake and real swapped;
+    ρ_k(x): the distance from x to its k-th neighbour in its own set (Kynkäänniemi et al. 2019)."""
     k = min(k, len(fake) - 1, len(real) - 1)
     if real_radii is None:
         real_radii = nearest_distances(real, real, k, skip_self=True)
     fake_radii = nearest_distances(fake, fake, k, skip_self=True)
-    return tuple(torch.cat([(block <= radii.square()).any(dim=1)  # inside some ball?
+    return tuple(torch.cat([(block <= radii.square()).any(dim=1)
                             for block in squared_distances(points, centres)]).double().mean().item()
                  for points, centres, radii in ((fake, real, real_radii), (real, fake, fake_radii)))
 
 
-# What the measures need of the real images (M of them): their gray pixels (M, 784), the features
-# (R, 256) of their ``reference_subset`` and each one's k-th neighbour distance (R,), μ, Σ, the
-# digit shares (10,) and the memorisation threshold.
+# Real side: gray pixels (M, 784), ``reference_subset`` features (R, 256), radii (R,), stored stats.
 Reference = namedtuple("Reference", "pixels features radii mu sigma class_share threshold")
 
 
 @functools.lru_cache(maxsize=1)  # the last images and classifier, by identity (as they hash)
 def real_neighbourhood(images: torch.Tensor, classifier: DigitClassifier) -> tuple:
-    """(gray pixels, subset features, k-th neighbour radii) of real images (M, C, 28, 28)."""
+    """(gray pixels, subset features, their k-th neighbour radii) of real images."""
     features, _ = classify(classifier, images[reference_subset(images)])
     return (unit_gray_pixels(images).to(features.device), features,
             nearest_distances(features, features, NEIGHBOURS, skip_self=True))
@@ -251,8 +225,7 @@ def measure(images: torch.Tensor, classifier: DigitClassifier, reference: Refere
             "memorised_share": memorised.double().mean().item(), "class_share": share}
 
 
-# (key, label, scale, decimals, with its ratio to the floor). KID's floor is nearly 0 and ten
-# times smaller than its noise: KID is read against its noise, not as a ratio.
+# (key, label, scale, decimals, ratio to the floor?); KID's floor is ~0: read it against its noise.
 MEASURES = (
     ("digit_fid", "digit-FID (not an FID)", 1, 3, True),
     ("kid", "KID ×10³", 1e3, 3, False),
@@ -285,17 +258,16 @@ class SampleReport(namedtuple("SampleReport", ["count", *(key for key, *_ in MEA
 def evaluate_samples(images: torch.Tensor, train_images: torch.Tensor,
                      classifier: DigitClassifier | None = None, facts: dict | None = None,
                      seed: int = 0) -> SampleReport:
-    """Score uint8 samples (N, C, 28, 28) against MNIST's training images (M, C, 28, 28) in the
-    classifier's features; ``seed`` draws the KID subsets."""
+    """Score uint8 samples (N, C, 28, 28) against MNIST's training images; ``seed``: KID's draws."""
     if classifier is None or facts is None:
         classifier, facts = load_digit_classifier()
-    reference = build_reference(
-        train_images, classifier, facts["train_mu"].numpy(), facts["train_sigma"].numpy(),
-        facts["train_class_share"].double().numpy(), float(facts["memorisation_threshold"]))
-    values = measure(images, classifier, reference, seed)
-    return SampleReport(len(images), **values,
-                        mnist_class_share=facts["train_class_share"].double().numpy(),
-                        floors=dict(facts["floors"]), noise=dict(facts["noise"]))
+    mnist_share = facts["train_class_share"].double().numpy()
+    reference = build_reference(train_images, classifier, facts["train_mu"].numpy(),
+                                facts["train_sigma"].numpy(), mnist_share,
+                                float(facts["memorisation_threshold"]))
+    return SampleReport(len(images), **measure(images, classifier, reference, seed),
+                        mnist_class_share=mnist_share, floors=dict(facts["floors"]),
+                        noise=dict(facts["noise"]))
 
 
 def summarise(reports: list[SampleReport]) -> dict[str, tuple[float, float]]:
@@ -307,8 +279,7 @@ def summarise(reports: list[SampleReport]) -> dict[str, tuple[float, float]]:
 
 
 def measure_table(reports: list[SampleReport]) -> str:
-    """One row per measure: the samples (mean ± std over several reports), the floor, the noise
-    and, for digit-FID, the ratio to the floor."""
+    """A row a measure: the samples (mean ± std of several), floor, noise, digit-FID ÷ floor."""
     stats, first, several = summarise(reports), reports[0], len(reports) > 1
     what = f"{first.count:,} images" + (f", mean ± std of {len(reports)} sets" if several else "")
     lines = [f"{'measure (MNIST classifier features)':36} {'samples':>17} {'floor':>8} "
@@ -330,22 +301,20 @@ def folder_report(folders: list[str | Path], train_dir: str | Path = DEFAULT_TRA
     classifier, facts = load_digit_classifier(device=device)
     train_images = load_training_images(train_dir)
     reports = [evaluate_samples(images, train_images, classifier, facts) for images in sample_sets]
-    shares = reports[0].summary().splitlines()[-2:] if len(reports) == 1 else []
     return "\n".join([
         f"Offline digit evaluator on {', '.join(map(str, folders))} (an MNIST classifier's "
         f"{FEATURE_DIM}-d features; its digit-FID is not the Inception FID)",
         "floor: MNIST's test set scored against its training set; noise: std over 5 disjoint "
-        "10,000-image training blocks, each against the rest", measure_table(reports), *shares])
+        "10,000-image training blocks, each against the rest",
+        reports[0].summary() if len(reports) == 1 else measure_table(reports)])
 
 
 def main(argv: list[str] | None = None) -> None:
     """``python -m ddpm_lib.evaluator DIR [DIR ...]``: the offline digit evaluation of folders."""
     parser = argparse.ArgumentParser(prog="python -m ddpm_lib.evaluator", description=main.__doc__)
     parser.add_argument("generated_dirs", nargs="+", metavar="DIR",
-                        help="folders of 28×28 PNGs or JPGs (searched recursively); several: "
-                             "mean ± std across them")
-    parser.add_argument("--train_dir", default=DEFAULT_TRAIN_DIR,
-                        help="MNIST's training set as PNGs (default %(default)s)")
+                        help="folders of 28×28 PNGs or JPGs; several: mean ± std across them")
+    parser.add_argument("--train_dir", default=DEFAULT_TRAIN_DIR, help="MNIST's training PNGs")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args(argv)
     try:

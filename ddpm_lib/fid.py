@@ -1,18 +1,12 @@
-"""FID, the assignment's measure, by pytorch-fid's own Inception network, statistics and formula:
-
-    FID = ||μ_gen − μ_ref||² + Tr(Σ_gen + Σ_ref − 2 (Σ_gen Σ_ref)^{1/2})
-
-of the Gaussians N(μ, Σ) fitted to each image set's Inception-v3 pool3 features. Ours is only what
-``python -m pytorch_fid`` lacks: folders searched recursively (the reference data/mnist_rgb/{0..9}/
-is nested), the submission check and one-line errors. ``--save-stats`` saves a folder's statistics
-as an ``.npz`` that stands in for it (pytorch-fid's format)::
+"""FID = ||μ_gen − μ_ref||² + Tr(Σ_gen + Σ_ref − 2 (Σ_gen Σ_ref)^{1/2}) of Gaussians fitted to
+Inception-v3 pool3 features, by pytorch-fid's own network, statistics and formula. Ours adds what
+``python -m pytorch_fid`` lacks: recursive folders (data/mnist_rgb/{0..9}/), the submission check,
+one-line errors; ``--save-stats`` writes an ``.npz`` (pytorch-fid's) that stands in for a folder::
 
     python -m ddpm_lib.fid GENERATED REFERENCE [--digits]   # REFERENCE: a folder or an .npz
     python -m ddpm_lib.fid --save-stats FOLDER OUT.npz
     python -m ddpm_lib.fid --check GENERATED                # 00001.png … 10000.png, 28×28 RGB?
 """
-
-from __future__ import annotations
 
 import argparse
 from pathlib import Path
@@ -33,24 +27,21 @@ class InceptionWeightsUnavailable(RuntimeError):
 
 
 def load_fid_inception(device: str | torch.device | None = None, dims: int = 2048) -> InceptionV3:
-    """pytorch-fid's InceptionV3 with its FID weights (from torch hub's cache, else downloaded),
-    giving ``dims``-d features, in eval mode on ``device`` (None: cuda if there is one)."""
+    """pytorch-fid's InceptionV3 (``dims``-d features), its FID weights cached or downloaded."""
     try:
         model = InceptionV3([InceptionV3.BLOCK_INDEX_BY_DIM[dims]])
     except (OSError, RuntimeError) as error:  # no network, or a broken download
         cached = Path(torch.hub.get_dir()) / "checkpoints" / FID_WEIGHTS_URL.rsplit("/", 1)[1]
         raise InceptionWeightsUnavailable(
             f"pytorch-fid's Inception weights are not in {cached} and could not be downloaded "
-            f"({type(error).__name__}: {error}). Download {FID_WEIGHTS_URL} where there is "
-            f"internet and copy it to {cached}. No FID was computed; offline, python -m "
-            "ddpm_lib.evaluator GENERATED scores the digits (not an FID).") from error
+            f"({type(error).__name__}: {error}): copy {FID_WEIGHTS_URL} there. No FID was "
+            "computed; offline, python -m ddpm_lib.evaluator DIR scores the digits.") from error
     return model.to(device or ("cuda" if torch.cuda.is_available() else "cpu")).eval()
 
 
 def statistics(path: str | Path, model: InceptionV3, batch_size: int = 50, dims: int = 2048,
                num_workers: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """(μ (dims,), Σ (dims, dims)): read from a ``.npz`` (keys mu, sigma), or the features of the
-    images in a folder and its subfolders, loaded and fed to ``model`` by pytorch-fid."""
+    """(μ (dims,), Σ (dims, dims)) from a ``.npz`` (mu, sigma) or of a folder's images."""
     if Path(path).suffix == ".npz":
         with np.load(path) as stats:  # FileNotFoundError names the file
             if {"mu", "sigma"} - set(stats.files):
@@ -59,7 +50,7 @@ def statistics(path: str | Path, model: InceptionV3, batch_size: int = 50, dims:
     files = list_images(path)
     if len(files) < 2:
         raise ValueError(f"FID needs at least 2 images, got {len(files)} in {path}")
-    sizes = {}  # pytorch-fid stacks each batch: one size only (any: it resizes to 299×299)
+    sizes = {}  # pytorch-fid stacks each batch: one size only (it resizes to 299×299)
     for file in files:
         with Image.open(file) as image:  # an unreadable file: PIL's OSError names it
             sizes.setdefault(image.size, str(file))
@@ -82,8 +73,8 @@ def compute_fid(generated_dir: str | Path, reference: str | Path,
 
 def check_submission(folder: str | Path, num_images: int = GRADED_NUM_IMAGES,
                      image_size: int = 28) -> list[str]:
-    """The problems of a submission folder, one line per file: it must hold exactly ``00001.png``
-    … ``{num_images:05d}.png``, each ``image_size``×``image_size`` RGB. [] means valid."""
+    """A submission folder's problems, a line a file; [] when it is exactly ``00001.png`` …
+    ``{num_images:05d}.png``, each ``image_size``² RGB."""
     expected = {f"{index:05d}.png" for index in range(1, num_images + 1)}
     present = {path.name for path in Path(folder).iterdir()}  # a missing folder: OSError
     problems = [f"{name}: missing" for name in sorted(expected - present)]
@@ -107,8 +98,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("paths", nargs="*", metavar="GENERATED REFERENCE")
     parser.add_argument("--save-stats", "--save_stats", nargs=2, metavar=("FOLDER", "OUT_NPZ"))
     parser.add_argument("--check", metavar="GENERATED")
-    parser.add_argument("--digits", action="store_true", help="first, the digit evaluator's "
-                        "table on GENERATED against --train_dir (python -m ddpm_lib.evaluator)")
+    parser.add_argument("--digits", action="store_true", help="first, the digit evaluator's table")
     parser.add_argument("--train_dir", default=DEFAULT_TRAIN_DIR)
     parser.add_argument("--num_images", type=int, default=GRADED_NUM_IMAGES)  # --check's
     parser.add_argument("--image_size", type=int, default=28)  # --check's
@@ -130,9 +120,8 @@ def main(argv: list[str] | None = None) -> None:
             print(f"OK: {args.check} holds {args.num_images} {args.image_size}×{args.image_size} "
                   "RGB PNGs, 00001.png onwards")
         elif args.save_stats:
-            model = load_fid_inception(args.device, args.dims)
-            mu, sigma = statistics(args.save_stats[0], model, args.batch_size, args.dims,
-                                   args.num_workers)
+            mu, sigma = statistics(args.save_stats[0], load_fid_inception(args.device, args.dims),
+                                   args.batch_size, args.dims, args.num_workers)
             np.savez_compressed(args.save_stats[1], mu=mu, sigma=sigma)
             print(f"saved the statistics of {args.save_stats[0]} to {args.save_stats[1]}")
         else:
