@@ -26,17 +26,15 @@ def extract(values: torch.Tensor, t: torch.Tensor, shape: torch.Size) -> torch.T
     return values.to(t.device)[t].reshape(len(t), *([1] * (len(shape) - 1)))
 
 
-def q_sample(
-    schedule: NoiseSchedule, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor
-) -> torch.Tensor:
+def q_sample(schedule: NoiseSchedule, x0: torch.Tensor, t: torch.Tensor,
+             noise: torch.Tensor) -> torch.Tensor:
     """Draw x_t ~ q(x_t | x_0) in closed form (DDPM eq. 4): x_t = √ᾱ_t x_0 + √(1-ᾱ_t) ε."""
     return (extract(schedule.sqrt_alphas_cumprod, t, x0.shape) * x0
             + extract(schedule.sqrt_one_minus_alphas_cumprod, t, x0.shape) * noise)
 
 
-def iterate_forward_chain(
-    schedule: NoiseSchedule, x0: torch.Tensor, steps: int, generator: torch.Generator | None = None
-) -> torch.Tensor:
+def iterate_forward_chain(schedule: NoiseSchedule, x0: torch.Tensor, steps: int,
+                          generator: torch.Generator | None = None) -> torch.Tensor:
     """Run the chain one step at a time (DDPM eq. 2), what :func:`q_sample` jumps over:
     x_s = √(1-β_s) x_{s-1} + √β_s ε_s for s = 1 … ``steps``."""
     x = x0
@@ -46,17 +44,15 @@ def iterate_forward_chain(
     return x
 
 
-def predict_x0_from_eps(
-    schedule: NoiseSchedule, x_t: torch.Tensor, t: torch.Tensor, eps: torch.Tensor
-) -> torch.Tensor:
+def predict_x0_from_eps(schedule: NoiseSchedule, x_t: torch.Tensor, t: torch.Tensor,
+                        eps: torch.Tensor) -> torch.Tensor:
     """Invert eq. 4 for x_0 given a noise estimate: x̂_0 = x_t / √ᾱ_t - √(1/ᾱ_t - 1) ε."""
     return (extract(schedule.sqrt_recip_alphas_cumprod, t, x_t.shape) * x_t
             - extract(schedule.sqrt_recipm1_alphas_cumprod, t, x_t.shape) * eps)
 
 
-def q_posterior_mean_variance(
-    schedule: NoiseSchedule, x0: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
+def q_posterior_mean_variance(schedule: NoiseSchedule, x0: torch.Tensor, x_t: torch.Tensor,
+                              t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """μ̃_t and log β̃_t of q(x_{t-1} | x_t, x_0) (DDPM eqs. 6–7): β̃_t = (1-ᾱ_{t-1})/(1-ᾱ_t) β_t,
     μ̃_t = √ᾱ_{t-1} β_t/(1-ᾱ_t) · x_0 + √α_t (1-ᾱ_{t-1})/(1-ᾱ_t) · x_t."""
     mean = (extract(schedule.posterior_mean_coef1, t, x_t.shape) * x0
@@ -64,15 +60,13 @@ def q_posterior_mean_variance(
     return mean, extract(schedule.posterior_log_variance_clipped, t, x_t.shape)
 
 
-def diffusion_loss(
-    model: NoisePredictor, schedule: NoiseSchedule, x0: torch.Tensor,
-    generator: torch.Generator | None = None, min_snr_gamma: float = 0.0,
-) -> torch.Tensor:
+def diffusion_loss(model: NoisePredictor, schedule: NoiseSchedule, x0: torch.Tensor,
+                   generator: torch.Generator | None = None,
+                   min_snr_gamma: float = 0.0) -> torch.Tensor:
     """The simplified objective (DDPM eq. 14, Algorithm 1), t then ε drawn from ``generator``:
     L_simple = E_{t, x_0, ε} ‖ε - ε_θ(√ᾱ_t x_0 + √(1-ᾱ_t) ε, t)‖²,  t ~ U{0 … T-1}.
     With ``min_snr_gamma`` = γ > 0 each example's error is weighted by min(SNR_t, γ) / SNR_t
-    (Min-SNR-γ, Hang et al. 2023): the nearly noise-free steps count less.
-    """
+    (Min-SNR-γ, Hang et al. 2023): the nearly noise-free steps count less."""
     t = torch.randint(0, schedule.num_timesteps, (len(x0),), device=x0.device, generator=generator)
     noise = torch.randn(x0.shape, device=x0.device, dtype=x0.dtype, generator=generator)
     predicted_noise = model(q_sample(schedule, x0, t, noise), t)
@@ -83,9 +77,8 @@ def diffusion_loss(
     return (per_example * snr.clamp(max=min_snr_gamma) / snr).mean()
 
 
-def denoise(
-    model: NoisePredictor, schedule: NoiseSchedule, x_t: torch.Tensor, t: int, clip: bool
-) -> tuple[torch.Tensor, torch.Tensor]:
+def denoise(model: NoisePredictor, schedule: NoiseSchedule, x_t: torch.Tensor, t: int,
+            clip: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """(x̂_0, ε_θ(x_t, t)) for a batch at one timestep t; x̂_0 clipped to [-1, 1] if ``clip``."""
     t_batch = torch.full((len(x_t),), t, device=x_t.device, dtype=torch.long)
     eps = model(x_t, t_batch).float()
@@ -94,16 +87,13 @@ def denoise(
 
 
 @torch.no_grad()
-def p_sample(
-    model: NoisePredictor, schedule: NoiseSchedule, x_t: torch.Tensor, t: int,
-    generator: torch.Generator | None = None, clip_denoised: bool = True, variance: str = "small",
-    noise: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """One reverse step x_t → x_{t-1} ~ p_θ(x_{t-1} | x_t) (DDPM Algorithm 2, line 4):
-    x_{t-1} = μ̃_t(x_t, x̂_0) + σ_t z,  x̂_0 = predict_x0_from_eps(x_t, ε_θ(x_t, t)).
-    Unclipped, μ̃_t(x_t, x̂_0) is eq. 11's 1/√α_t (x_t - β_t / √(1-ᾱ_t) · ε_θ); with
-    ``clip_denoised`` x̂_0 is clipped to [-1, 1] first. σ_t² = β̃_t ("small") or β_t ("large");
-    z is ``noise`` if given, else drawn from ``generator``; none is added at t = 0."""
+def p_sample(model: NoisePredictor, schedule: NoiseSchedule, x_t: torch.Tensor, t: int,
+             generator: torch.Generator | None = None, clip_denoised: bool = True,
+             variance: str = "small", noise: torch.Tensor | None = None) -> torch.Tensor:
+    """One reverse step x_t → x_{t-1} = μ̃_t(x_t, x̂_0) + σ_t z (DDPM Algorithm 2, line 4), x̂_0
+    from ε_θ(x_t, t) and clipped to [-1, 1] if ``clip_denoised`` (unclipped, μ̃_t is eq. 11's
+    1/√α_t (x_t - β_t / √(1-ᾱ_t) · ε_θ)). σ_t² = β̃_t ("small") or β_t ("large"); z is
+    ``noise`` if given, else drawn from ``generator``; none is added at t = 0."""
     x0, _ = denoise(model, schedule, x_t, t, clip_denoised)
     t_batch = torch.full((len(x_t),), t, device=x_t.device, dtype=torch.long)
     mean, log_variance = q_posterior_mean_variance(schedule, x0, x_t, t_batch)
@@ -116,11 +106,9 @@ def p_sample(
     return mean + (0.5 * log_variance).exp() * noise
 
 
-def run_chain(
-    step: Callable[[int, int, torch.Tensor], torch.Tensor], timesteps: Iterable[int],
-    schedule: NoiseSchedule, shape: Sequence[int], generator: torch.Generator | None,
-    device: torch.device | str, return_steps: Sequence[int], progress: bool,
-) -> Samples:
+def run_chain(step: Callable[[int, int, torch.Tensor], torch.Tensor], timesteps: Iterable[int],
+              schedule: NoiseSchedule, shape: Sequence[int], generator: torch.Generator | None,
+              device: torch.device | str, return_steps: Sequence[int], progress: bool) -> Samples:
     """From x ~ N(0, I) ("t = T"), x ← step(i, t, x) for the i-th of ``timesteps``; returns the
     final x and {t: x after the step from t (T: the start)} for t in ``return_steps``."""
     x = torch.randn(tuple(shape), device=device, generator=generator)
@@ -134,12 +122,10 @@ def run_chain(
 
 
 @torch.no_grad()
-def ddpm_sample(
-    model: NoisePredictor, schedule: NoiseSchedule, shape: Sequence[int],
-    generator: torch.Generator | None = None, device: torch.device | str = "cpu",
-    return_steps: Sequence[int] = (), progress: bool = False, variance: str = "small",
-    clip_denoised: bool = True,
-) -> Samples:
+def ddpm_sample(model: NoisePredictor, schedule: NoiseSchedule, shape: Sequence[int],
+                generator: torch.Generator | None = None, device: torch.device | str = "cpu",
+                return_steps: Sequence[int] = (), progress: bool = False,
+                variance: str = "small", clip_denoised: bool = True) -> Samples:
     """DDPM Algorithm 2: x_T ~ N(0, I), then :func:`p_sample` for t = T-1 … 0."""
     return run_chain(
         lambda i, t, x: p_sample(model, schedule, x, t, generator, clip_denoised, variance),
@@ -156,13 +142,11 @@ def ddim_timesteps(num_timesteps: int, num_steps: int) -> list[int]:
 
 
 @torch.no_grad()
-def ddim_sample(
-    model: NoisePredictor, schedule: NoiseSchedule, shape: Sequence[int], num_steps: int = 50,
-    eta: float = 0.0, generator: torch.Generator | None = None, device: torch.device | str = "cpu",
-    return_steps: Sequence[int] = (), progress: bool = False, clip_denoised: bool = True,
-) -> Samples:
+def ddim_sample(model: NoisePredictor, schedule: NoiseSchedule, shape: Sequence[int],
+                num_steps: int = 50, eta: float = 0.0, generator: torch.Generator | None = None,
+                device: torch.device | str = "cpu", return_steps: Sequence[int] = (),
+                progress: bool = False, clip_denoised: bool = True) -> Samples:
     """DDIM over ``num_steps`` timesteps τ (Song et al. 2021, eq. 12), from t = τ_i to s = τ_{i+1}:
-
     x_s = √ᾱ_s x̂_0 + √(1-ᾱ_s - σ²) ε_θ + σ z,  σ = η √((1-ᾱ_s)/(1-ᾱ_t)) √(1 - ᾱ_t/ᾱ_s).
     η = 0 is deterministic given x_T; η = 1 has DDPM's variance. With ``clip_denoised`` x̂_0 is
     clipped to [-1, 1] and ε recomputed from it."""
@@ -185,12 +169,11 @@ def ddim_sample(
 
 
 @torch.no_grad()
-def ancestral_sample(
-    model: NoisePredictor, schedule: NoiseSchedule, shape: Sequence[int], num_steps: int = 50,
-    generator: torch.Generator | None = None, device: torch.device | str = "cpu",
-    return_steps: Sequence[int] = (), progress: bool = False, clip_denoised: bool = True,
-    variance: str = "small",
-) -> Samples:
+def ancestral_sample(model: NoisePredictor, schedule: NoiseSchedule, shape: Sequence[int],
+                     num_steps: int = 50, generator: torch.Generator | None = None,
+                     device: torch.device | str = "cpu", return_steps: Sequence[int] = (),
+                     progress: bool = False, clip_denoised: bool = True,
+                     variance: str = "small") -> Samples:
     """Algorithm 2 over ``num_steps`` strided timesteps τ (Improved DDPM §4): the chain that
     visits only τ keeps ᾱ_τ, so its step from t = τ_i to s = τ_{i+1} has β' = 1 - ᾱ_t/ᾱ_s and
     x_s = √ᾱ_s β' / (1-ᾱ_t) · x̂_0 + √(1-β') (1-ᾱ_s) / (1-ᾱ_t) · x_t + σ z,
@@ -247,22 +230,18 @@ def sampler_timesteps(schedule: NoiseSchedule, sampler: str, num_steps: int | No
 
 
 @torch.no_grad()
-def dpm_solver_sample(
-    model: NoisePredictor, schedule: NoiseSchedule, shape: Sequence[int], num_steps: int = 20,
-    generator: torch.Generator | None = None, device: torch.device | str = "cpu",
-    return_steps: Sequence[int] = (), progress: bool = False, spacing: str = "logsnr",
-    clip_denoised: bool = True, stochastic: bool = False,
-) -> Samples:
-    """DPM-Solver++(2M) (Lu et al. 2022, Algorithm 2), second order and multistep, over τ evenly
-    spaced in λ (``spacing="logsnr"``; even spacing in t makes the last step long in λ) or in t
-    (``"time"``). With α = √ᾱ, σ = √(1-ᾱ), λ = log(α/σ) and x̂_0 as in DDIM, the step from
-    t = τ_i to s = τ_{i+1}, with h_i = λ_s - λ_t and r_i = h_{i-1}/h_i, is
+def dpm_solver_sample(model: NoisePredictor, schedule: NoiseSchedule, shape: Sequence[int],
+                      num_steps: int = 20, generator: torch.Generator | None = None,
+                      device: torch.device | str = "cpu", return_steps: Sequence[int] = (),
+                      progress: bool = False, spacing: str = "logsnr", clip_denoised: bool = True,
+                      stochastic: bool = False) -> Samples:
+    """DPM-Solver++(2M) (Lu et al. 2022, Algorithm 2) over τ evenly spaced in λ (``"logsnr"``;
+    even in t, ``"time"``, makes the last step long in λ). With α = √ᾱ, σ = √(1-ᾱ), λ = log(α/σ),
+    x̂_0 as in DDIM, h_i = λ_s - λ_t and r_i = h_{i-1}/h_i, the step from t = τ_i to s = τ_{i+1} is
     x_s = (σ_s/σ_t) x_t - α_s (e^{-h_i} - 1) D_i,
-    D_i = (1 + 1/(2 r_i)) x̂_0(τ_i) - 1/(2 r_i) x̂_0(τ_{i-1}),
-    or first order, D_i = x̂_0(τ_i), at the first step (DDIM, η = 0) and at the last, which ends
-    at ᾱ = 1 (λ = ∞) and returns x̂_0(0). ``stochastic=True`` solves the reverse SDE with the same
-    integrator (SDE-DPM-Solver++(2M); its first-order step is :func:`ancestral_sample`'s, "small"):
-
+    D_i = (1 + 1/(2 r_i)) x̂_0(τ_i) - 1/(2 r_i) x̂_0(τ_{i-1}), or first order, D_i = x̂_0(τ_i), at
+    the first step (DDIM, η = 0) and at the last, which ends at ᾱ = 1 (λ = ∞) and returns x̂_0(0).
+    ``stochastic=True``: SDE-DPM-Solver++(2M) (first order: :func:`ancestral_sample`'s, "small"),
     x_s = (σ_s/σ_t) e^{-h_i} x_t + α_s (1 - e^{-2h_i}) D_i + σ_s √(1 - e^{-2h_i}) z."""
     if spacing not in ("logsnr", "time"):
         raise ValueError(f"spacing must be 'logsnr' or 'time', got {spacing!r}")
@@ -293,28 +272,27 @@ def dpm_solver_sample(
     return run_chain(step, taus, schedule, shape, generator, device, return_steps, progress)
 
 
-def sample(
-    model: NoisePredictor, schedule: NoiseSchedule, shape: Sequence[int], sampler: str = "ddpm",
-    num_steps: int | None = None, generator: torch.Generator | None = None,
-    device: torch.device | str = "cpu", return_steps: Sequence[int] = (), progress: bool = False,
-    clip_denoised: bool = True, variance: str | None = None,
-) -> Samples:
+def sample(model: NoisePredictor, schedule: NoiseSchedule, shape: Sequence[int],
+           sampler: str = "ddpm", num_steps: int | None = None,
+           generator: torch.Generator | None = None, device: torch.device | str = "cpu",
+           return_steps: Sequence[int] = (), progress: bool = False, clip_denoised: bool = True,
+           variance: str | None = None) -> Samples:
     """Run ``sampler``: "ddpm" (all T steps), "ddim" (η = 0), "ancestral", "dpm++" or "dpm++sde"
     (:func:`dpm_solver_sample`, stochastic) over ``num_steps`` (default :data:`DEFAULT_STEPS`).
     ``variance`` (default "small") is σ_t² of ddpm and ancestral; the others ignore it."""
     if sampler not in SAMPLERS:
         raise ValueError(f"unknown sampler {sampler!r}; choose one of {', '.join(SAMPLERS)}")
-    if (variance or "small") not in VARIANCES:
+    variance = variance or "small"
+    if variance not in VARIANCES:
         raise ValueError(f"variance must be one of {VARIANCES}, got {variance!r}")
     common = {"generator": generator, "device": device, "return_steps": return_steps,
               "progress": progress, "clip_denoised": clip_denoised}
     if sampler == "ddpm":
-        return ddpm_sample(model, schedule, shape, variance=variance or "small", **common)
+        return ddpm_sample(model, schedule, shape, variance=variance, **common)
     num_steps = num_steps or DEFAULT_STEPS[sampler]
     if sampler == "ddim":
         return ddim_sample(model, schedule, shape, num_steps, **common)
     if sampler == "ancestral":
-        return ancestral_sample(model, schedule, shape, num_steps, variance=variance or "small",
-                                **common)
+        return ancestral_sample(model, schedule, shape, num_steps, variance=variance, **common)
     return dpm_solver_sample(model, schedule, shape, num_steps, stochastic=sampler == "dpm++sde",
                              **common)

@@ -1,8 +1,6 @@
-"""The noise-prediction network ε_θ(x_t, t): a small UNet for 28×28 (or 32×32) RGB images.
-
-The assignment's architecture: a sinusoidal time embedding, residual blocks with GroupNorm and
-SiLU, skips from every encoder block to the decoder, a width ``base_dim`` doubling at each lower
-resolution (28 → 14 → 7), and one self-attention layer at the lowest (7×7 = 49 positions)."""
+"""The noise-prediction network ε_θ(x_t, t): the assignment's UNet for 28×28 (or 32×32) RGB
+images, with a sinusoidal time embedding, residual blocks with GroupNorm and SiLU, skips from
+every encoder block to the decoder, and self-attention at the lowest resolution (7×7 = 49)."""
 
 from __future__ import annotations
 
@@ -42,9 +40,7 @@ class UNetConfig:
 
     def to_dict(self) -> dict:
         """Plain types only, so a checkpoint loads with ``weights_only=True``."""
-        values = asdict(self)
-        values["channel_mults"] = list(self.channel_mults)
-        return values
+        return {**asdict(self), "channel_mults": list(self.channel_mults)}
 
 
 def sinusoidal_time_embedding(timesteps: torch.Tensor, dim: int) -> torch.Tensor:
@@ -52,8 +48,7 @@ def sinusoidal_time_embedding(timesteps: torch.Tensor, dim: int) -> torch.Tensor
     [sin(t / 10000^{2i/d}) for i < d/2, then cos(t / 10000^{2i/d}) for i < d/2]."""
     half = dim // 2
     exponents = torch.arange(half, device=timesteps.device, dtype=torch.float32) / half
-    frequencies = torch.exp(-math.log(10000.0) * exponents)
-    angles = timesteps.float()[:, None] * frequencies[None, :]
+    angles = timesteps.float()[:, None] * torch.exp(-math.log(10000.0) * exponents)[None, :]
     return torch.cat([angles.sin(), angles.cos()], dim=1)
 
 
@@ -86,15 +81,13 @@ class SelfAttention(nn.Module):
         self.attention = nn.MultiheadAttention(channels, num_heads, batch_first=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        batch, channels, height, width = x.shape
         tokens = self.norm(x).flatten(2).transpose(1, 2)  # (B, H·W, C)
         attended, _ = self.attention(tokens, tokens, tokens, need_weights=False)
-        return x + attended.transpose(1, 2).reshape(batch, channels, height, width)
+        return x + attended.transpose(1, 2).reshape(x.shape)
 
 
 class Resample(nn.Module):
-    """Halve the resolution (a strided 3×3 convolution) or double it (nearest-neighbour
-    upsampling, then a 3×3 convolution)."""
+    """Halve the resolution (a strided 3×3 convolution) or double it (nearest, then 3×3)."""
 
     def __init__(self, channels: int, down: bool):
         super().__init__()
@@ -110,13 +103,11 @@ class UNet(nn.Module):
 
     Encoder: at each resolution ``num_res_blocks`` residual blocks of width base_dim × mult,
     then a halving (except at the lowest). Middle: block, attention, block. Decoder: the mirror
-    image, each block fed the concatenation of the previous output and one encoder output.
-    """
+    image, each block fed the concatenation of the previous output and one encoder output."""
 
     def __init__(self, config: UNetConfig | None = None, **overrides):
         super().__init__()
-        config = config or UNetConfig(**overrides)
-        self.config = config
+        self.config = config = config or UNetConfig(**overrides)
         groups = config.norm_groups
         time_dim = 4 * config.time_emb_dim
         self.time_mlp = nn.Sequential(nn.Linear(config.time_emb_dim, time_dim), nn.SiLU(),
@@ -125,8 +116,7 @@ class UNet(nn.Module):
 
         widths = [config.base_dim * mult for mult in config.channel_mults]
         self.encoder = nn.ModuleList()
-        skip_channels = [config.base_dim]
-        channels = config.base_dim
+        channels, skip_channels = config.base_dim, [config.base_dim]
         for level, width in enumerate(widths):
             for _ in range(config.num_res_blocks):
                 self.encoder.append(ResidualBlock(channels, width, time_dim, groups))

@@ -1,9 +1,8 @@
 """Noise schedules: the variances β_1 … β_T and every quantity derived from them.
 
-Ho et al. (2020) fix q(x_t | x_{t-1}) = N(√(1-β_t) x_{t-1}, β_t I) with β_t linear from 1e-4 to
-0.02 over T = 1000 steps; Nichol & Dhariwal (2021) proposed a cosine schedule of ᾱ_t, which
-destroys information more slowly at the start. Indices are 0-based: ``betas[t]`` is β_{t+1}.
-"""
+Ho et al. (2020) fix q(x_t | x_{t-1}) = N(√(1-β_t) x_{t-1}, β_t I), β_t linear from 1e-4 to 0.02
+over T = 1000 steps; Nichol & Dhariwal (2021)'s cosine schedule of ᾱ_t destroys information more
+slowly at the start. Indices are 0-based: ``betas[t]`` is β_{t+1}."""
 
 from __future__ import annotations
 
@@ -13,19 +12,13 @@ from dataclasses import dataclass, fields
 import torch
 
 
-def check_timesteps(timesteps: int) -> None:
-    if timesteps < 1:
-        raise ValueError(f"timesteps must be at least 1, got {timesteps}")
-
-
 def linear_beta_schedule(
     timesteps: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02
 ) -> torch.Tensor:
     """β_t evenly spaced from ``beta_start`` to ``beta_end`` (Ho et al. 2020, §4). Shape (T,)."""
-    check_timesteps(timesteps)
-    if not 0.0 < beta_start <= beta_end < 1.0:
-        raise ValueError(f"need 0 < beta_start <= beta_end < 1, got beta_start={beta_start}, "
-                         f"beta_end={beta_end}")
+    if timesteps < 1 or not 0.0 < beta_start <= beta_end < 1.0:
+        raise ValueError(f"need timesteps >= 1 and 0 < beta_start <= beta_end < 1, got timesteps="
+                         f"{timesteps}, beta_start={beta_start}, beta_end={beta_end}")
     return torch.linspace(beta_start, beta_end, timesteps, dtype=torch.float64)
 
 
@@ -35,7 +28,8 @@ def cosine_beta_schedule(
     """β_t of the cosine schedule (Nichol & Dhariwal 2021, eq. 17), shape (T,): ᾱ(t) = f(t) / f(0)
     with f(t) = cos²(((t/T + s) / (1 + s)) · π/2), and β_t = 1 - ᾱ(t) / ᾱ(t-1), clipped to
     ``max_beta`` so the last steps stay finite."""
-    check_timesteps(timesteps)
+    if timesteps < 1:
+        raise ValueError(f"timesteps must be at least 1, got {timesteps}")
     steps = torch.arange(timesteps + 1, dtype=torch.float64) / timesteps
     f = torch.cos((steps + offset) / (1 + offset) * math.pi / 2) ** 2
     alphas_cumprod = f / f[0]
