@@ -1,15 +1,8 @@
-"""Generation: the graded 10,000 PNGs and the report's grid of the reverse process::
-
-    python -m ddpm_lib.generate --checkpoint ./checkpoints/best_model.pt \\
-        --output_dir ./generated_images --num_images 10000 --batch_size 64 --mode generate
-
-``--mode visualize`` draws the grid. The network's shape and the schedule come from the
-checkpoint; a flag such as ``--base_dim`` that contradicts it is an error."""
+"""Generate the graded PNGs from a checkpoint, or (``--mode visualize``) the report's grid."""
 
 from __future__ import annotations
 
 import argparse
-import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -63,66 +56,53 @@ def sample_batch(model: NoisePredictor, schedule: NoiseSchedule, shape: tuple[in
                  seed: int, batch: int, sampler: str = "ddpm", sampling_steps: int | None = None,
                  device: torch.device | str = "cpu", variance: str | None = None,
                  clip_denoised: bool = True) -> torch.Tensor:
-    """Batch number ``batch`` of a generation run seeded ``seed`` (bf16 on CUDA): its noise comes
-    from a generator of its own, seeded from (seed, batch), so any batch can be redone alone."""
+    """Batch ``batch`` of a run seeded ``seed`` (bf16 on CUDA); its noise comes from a generator
+    seeded from (seed, batch), so any batch can be redone alone."""
     device = torch.device(device)
     generator = runtime.generator_for(seed, runtime.Stream.GENERATE, batch, device=device)
     with runtime.autocast_for(device):
-        images, _ = sample(model, schedule, shape, sampler, sampling_steps, generator, device,
-                           clip_denoised=clip_denoised, variance=variance)
-    return images
+        return sample(model, schedule, shape, sampler, sampling_steps, generator, device,
+                      clip_denoised=clip_denoised, variance=variance)[0]
 
 
 def write_png(pixels: np.ndarray, path: Path, metadata: PngInfo) -> None:
     """Write one (H, W, 3) uint8 image as PNG atomically (temporary name, then rename)."""
     temporary = path.with_name(f".{path.name}.tmp")
     Image.fromarray(pixels).save(temporary, format="PNG", pnginfo=metadata)
-    os.replace(temporary, path)
+    temporary.replace(path)
 
 
-def prepare_output_dir(output_dir: Path, num_images: int) -> None:
-    """Create ``output_dir``, refusing other PNGs than 00001.png …; remove temporary files."""
+def generate_images(loaded: LoadedCheckpoint, output_dir: str | Path, num_images: int = 10000,
+                    batch_size: int = 64, sampler: str = "ddpm", sampling_steps: int = 50,
+                    seed: int = 0, device: torch.device | str = "cpu", compile: str = "no",
+                    variance: str | None = None) -> dict:
+    """Write ``num_images`` :func:`sample_batch`es as ``00001.png`` … into ``output_dir``, skipping
+    batches already written (a rerun makes the same images); returns timings."""
+    if num_images < 1 or batch_size < 1:
+        raise ValueError(f"--num_images {num_images} and --batch_size {batch_size}: need >= 1")
+    output_dir, device = Path(output_dir), torch.device(device)
     output_dir.mkdir(parents=True, exist_ok=True)
-    expected = {f"{i:05d}.png" for i in range(1, num_images + 1)}
-    strays = sorted(p.name for p in output_dir.glob("*.png") if p.name not in expected)
+    all_paths = [output_dir / f"{i:05d}.png" for i in range(1, num_images + 1)]
+    strays = sorted(p.name for p in set(output_dir.glob("*.png")).difference(all_paths))
     if strays:
-        raise ValueError(f"{output_dir} already holds {len(strays)} PNG files that are not part "
-                         f"of 00001.png … {num_images:05d}.png (first: {strays[0]}): choose an "
-                         f"empty --output_dir or remove them")
+        raise ValueError(f"{output_dir} holds {len(strays)} PNGs besides 00001.png … "
+                         f"{num_images:05d}.png (first: {strays[0]}): use an empty --output_dir")
     for leftover in output_dir.glob(".*.png.tmp"):
         leftover.unlink()
-
-
-def generate_images(
-    loaded: LoadedCheckpoint, output_dir: str | Path, num_images: int = 10000,
-    batch_size: int = 64, sampler: str = "ddpm", sampling_steps: int = 50, seed: int = 0,
-    device: torch.device | str = "cpu", compile: str = "no", variance: str | None = None,
-) -> dict:
-    """Write ``num_images`` samples as ``00001.png`` … into ``output_dir``; returns timings.
-    Batches are :func:`sample_batch`es, so a run started again with the same arguments skips the
-    batches already written and makes the same images. ``compile``: auto, yes or no."""
-    if num_images < 1 or batch_size < 1:
-        raise ValueError(f"--num_images and --batch_size must be at least 1 "
-                         f"(got {num_images} and {batch_size})")
-    output_dir, device = Path(output_dir), torch.device(device)
-    prepare_output_dir(output_dir, num_images)
     metadata = PngInfo()
     metadata.add_text("Software", f"ddpm_lib {__version__}")
     steps = loaded.schedule.num_timesteps if sampler == "ddpm" else sampling_steps
     metadata.add_text("Source", f"{loaded.path.name} step {loaded.step}, {sampler} {steps} steps"
                       + (f", {variance} variance" if variance else "") + f", seed {seed}")
-    size = loaded.config["image_size"]
-    started = time.perf_counter()
-    model = loaded.model
+    size, model, started = loaded.config["image_size"], loaded.model, time.perf_counter()
     if runtime.should_compile(compile, device):
         example = runtime.example_batch(min(batch_size, num_images), size, device)
         model = runtime.compile_with_fallback(model, example, backward=False)
     compile_seconds = time.perf_counter() - started
-    written, writes = 0, []
+    writes = []
     with ThreadPoolExecutor(max_workers=4) as writer:
-        for batch in tqdm(range((num_images + batch_size - 1) // batch_size), desc="generating"):
-            first, last = batch * batch_size + 1, min((batch + 1) * batch_size, num_images)
-            paths = [output_dir / f"{i:05d}.png" for i in range(first, last + 1)]
+        for batch, start in enumerate(tqdm(range(0, num_images, batch_size), desc="generating")):
+            paths = all_paths[start:start + batch_size]
             if all(path.exists() for path in paths):
                 continue
             images = sample_batch(model, loaded.schedule, (len(paths), 3, size, size), seed,
@@ -130,18 +110,15 @@ def generate_images(
             pixels = to_pixels(images).permute(0, 2, 3, 1).cpu().numpy()
             for image, path in zip(pixels, paths, strict=True):
                 writes.append(writer.submit(write_png, image, path, metadata))
-            written += len(paths)
         for write in writes:
             write.result()  # raise any error of the writers here
-    runtime.synchronize(device)
-    return {"written": written, "skipped": num_images - written,
+    return {"written": len(writes), "skipped": num_images - len(writes),
             "seconds": time.perf_counter() - started, "compile_seconds": compile_seconds}
 
 
 def visualization_timesteps(schedule: NoiseSchedule, sampler: str, sampling_steps: int,
                             columns: int = 8) -> list[int]:
-    """``columns`` timesteps that ``sampler`` visits, evenly spaced along its path from the start
-    noise (t = T) to the final image (t = 0)."""
+    """``columns`` timesteps evenly spaced along ``sampler``'s path from noise (T) to image (0)."""
     visited = [schedule.num_timesteps, *sampler_timesteps(schedule, sampler, sampling_steps)]
     if len(visited) < columns:
         raise ValueError(f"{sampler} visits only {len(visited)} timesteps; need {columns}")
@@ -149,34 +126,30 @@ def visualization_timesteps(schedule: NoiseSchedule, sampler: str, sampling_step
     return [visited[i] for i in picks]
 
 
-def visualize_process(
-    loaded: LoadedCheckpoint, output_dir: str | Path, num_samples: int = 8, columns: int = 8,
-    sampler: str = "ddpm", sampling_steps: int = 50, seed: int = 0,
-    device: torch.device | str = "cpu", variance: str | None = None,
-) -> tuple[list[Path], Figure]:
-    """The report's figure, ``num_samples`` rows × ``columns`` timesteps from noise to image:
-    writes ``diffusion_process.png`` (the bare grid, as the assignment's code did) and
-    ``diffusion_process_labeled.png``/``.pdf`` (titled columns); returns them and the figure."""
+def visualize_process(loaded: LoadedCheckpoint, output_dir: str | Path, sampler: str = "ddpm",
+                      sampling_steps: int = 50, seed: int = 0, device: torch.device | str = "cpu",
+                      variance: str | None = None) -> tuple[list[Path], Figure]:
+    """The report's 8 × 8 grid, samples × timesteps from noise to image: diffusion_process.png
+    (bare, as the assignment's code wrote it) and diffusion_process_labeled.png/.pdf (titled)."""
     output_dir, device, size = Path(output_dir), torch.device(device), loaded.config["image_size"]
     output_dir.mkdir(parents=True, exist_ok=True)
-    timesteps = visualization_timesteps(loaded.schedule, sampler, sampling_steps, columns)
+    timesteps = visualization_timesteps(loaded.schedule, sampler, sampling_steps)
     generator = runtime.generator_for(seed, runtime.Stream.VISUALIZE, device=device)
     with runtime.autocast_for(device):
-        _, kept = sample(loaded.model, loaded.schedule, (num_samples, 3, size, size), sampler,
+        _, kept = sample(loaded.model, loaded.schedule, (8, 3, size, size), sampler,
                          sampling_steps, generator, device, return_steps=timesteps,
                          progress=True, variance=variance)
     steps = {t: x.float().cpu() for t, x in kept.items()}
     grid = torch.stack([steps[t] for t in timesteps], dim=1)  # (samples, columns, C, H, W)
     grid_path = output_dir / "diffusion_process.png"
-    save_image((grid.flatten(0, 1) + 1) / 2, grid_path, nrow=columns)
-    figure = plot_diffusion_process(steps, timesteps, num_samples)
+    save_image((grid.flatten(0, 1) + 1) / 2, grid_path, nrow=len(timesteps))
+    figure = plot_diffusion_process(steps, timesteps)
     return [grid_path, *save_figure(figure, output_dir / "diffusion_process_labeled")], figure
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m ddpm_lib.generate", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-        description="Generate images (or the diffusion-process grid) from a trained checkpoint.")
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m ddpm_lib.generate", description=__doc__,
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--checkpoint", required=True, help="path to the trained checkpoint")
     for flag, default, text in (
             ("output_dir", "./generated_images", "folder for the images (or the grid)"),
@@ -197,11 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
     for key in MODEL_DEFINING_KEYS:
         kind = str if key == "schedule" else float if key.startswith("beta") else int
         checks.add_argument(f"--{key}", type=kind, default=None)
-    return parser
-
-
-def main(argv: list[str] | None = None) -> None:
-    args = build_parser().parse_args(argv)
+    args = parser.parse_args(argv)
     device = runtime.pick_device(args.device)
     try:
         loaded = load_for_sampling(args.checkpoint, device, args.weights,
@@ -215,9 +184,8 @@ def main(argv: list[str] | None = None) -> None:
             print(f"wrote {report['written']} images ({report['skipped']} already there) in "
                   f"{report['seconds']:.1f} s ({report['compile_seconds']:.1f} s compiling)")
         else:
-            paths, _ = visualize_process(loaded, args.output_dir, sampler=args.sampler,
-                                         sampling_steps=args.sampling_steps, seed=args.seed,
-                                         device=device, variance=args.variance)
+            paths, _ = visualize_process(loaded, args.output_dir, args.sampler,
+                                         args.sampling_steps, args.seed, device, args.variance)
             print("wrote " + ", ".join(str(p) for p in paths))
     except (FileNotFoundError, ValueError) as error:
         raise SystemExit(f"error: {error}") from None
