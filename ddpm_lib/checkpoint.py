@@ -72,4 +72,7 @@ def build_model(state: dict[str, Any], weights: str = "ema", source: str | Path 
     except RuntimeError as error:
         raise CheckpointError(f"the weights in {source or 'the checkpoint'} do not fit its "
                               f"model_config: {str(error).splitlines()[0]}") from error
+    if not all(weight.isfinite().all() for weight in model.parameters()):
+        raise CheckpointError(f"{source or 'the checkpoint'} holds non-finite (NaN or inf) "
+                              f"weights: its run diverged; sample from an earlier checkpoint")
     return model.eval()

@@ -357,6 +357,9 @@ class Training:
             values = torch.stack(self.pending_losses).float().cpu().tolist()
             self.pending_losses.clear()
             first, self.last_loss = self.step - len(values) + 1, values[-1]
+            if not all(map(math.isfinite, values)):
+                bad = next(i for i, value in enumerate(values) if not math.isfinite(value))
+                self.diverged(f"the loss became {values[bad]} at step {first + bad}")
             rows = [{"step": step, "epoch": f"{step / self.steps_per_epoch:.4f}", "loss": value}
                     for step, value in enumerate(values, start=first)]
             if self.is_main:
@@ -365,9 +368,18 @@ class Training:
                     self.on_progress({"kind": "loss", "rows": rows})
         return self.last_loss
 
+    def diverged(self, what: str) -> None:
+        """Stop: training diverged. Nothing more is written, so the checkpoints stay good."""
+        raise ValueError(f"{what}: training diverged (learning rate {self.config.lr:g}); the "
+                         f"checkpoints in {self.directory} are from before it. Lower --lr "
+                         f"(the assignment's: 2e-4) and train again")
+
     def evaluate_and_save(self, final: bool) -> None:
         """The EMA's fixed-batch loss; last.pt, best_model.pt if best yet, the interval's
-        checkpoint_epoch_XXXX.pt, and at the end a sample grid."""
+        checkpoint_epoch_XXXX.pt, and at the end a sample grid. Never non-finite weights."""
+        weights = [*self.model.parameters(), *self.ema.module.parameters()]
+        if not torch.stack([w.isfinite().all() for w in weights]).all():
+            self.diverged(f"the weights became non-finite by step {self.step}")
         self.eval_loss = fixed_eval_loss(self.ema.module, self.noise_schedule, self.eval_images,
                                          self.config.seed)
         is_best = self.eval_loss < self.best_eval_loss

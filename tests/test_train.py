@@ -9,6 +9,7 @@ import torch
 
 from ddpm_lib import train as train_module
 from ddpm_lib.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from ddpm_lib.generate import load_for_sampling
 from ddpm_lib.train import TrainConfig, train
 
 
@@ -320,3 +321,44 @@ def test_impossible_interval_or_weighting_is_refused_naming_the_flag(
         tiny_mnist_rgb, tmp_path, flag, value):
     with pytest.raises(ValueError, match=f"--{flag}"):
         train(tiny_config(tiny_mnist_rgb, tmp_path, **{flag: value}))
+
+
+def test_a_non_finite_loss_stops_training_and_keeps_the_good_checkpoints(
+        tiny_mnist_rgb, tmp_path, monkeypatch):
+    config = tiny_config(tiny_mnist_rgb, tmp_path)  # 5 steps an epoch, evaluated at step 5
+    real_step, calls = train_module.optimization_step, []
+
+    def step_that_diverges_at_step_7(*args, **kwargs):
+        calls.append(1)
+        loss = real_step(*args, **kwargs)
+        return loss * float("nan") if len(calls) >= 7 else loss
+
+    monkeypatch.setattr(train_module, "optimization_step", step_that_diverges_at_step_7)
+    with pytest.raises(ValueError, match=r"nan at step 7: training diverged.*--lr"):
+        train(config)
+    checkpoints = tmp_path / "checkpoints"
+    assert load_checkpoint(checkpoints / "last.pt")["step"] == 5
+    assert load_checkpoint(checkpoints / "best_model.pt")["step"] == 5
+    assert not (checkpoints / "checkpoint_epoch_0002.pt").exists()
+
+
+def test_a_learning_rate_that_diverges_exits_non_zero_naming_lr(tiny_mnist_rgb, tmp_path):
+    args = ["--data_path", str(tiny_mnist_rgb), "--device", "cpu", "--lr", "1e6",
+            "--epochs", "2", "--batch_size", "8", "--base_dim", "8", "--time_emb_dim", "16",
+            "--timesteps", "50", "--num_eval_images", "16", "--sample_steps", "3",
+            "--checkpoint_dir", str(tmp_path / "ck"), "--sample_dir", str(tmp_path / "s")]
+    with pytest.raises(SystemExit, match=r"error: .*training diverged.*--lr") as stopped:
+        train_module.main(args)
+    assert stopped.value.code != 0
+    for path in (tmp_path / "ck").glob("*.pt"):  # whatever was saved before is finite
+        state = load_checkpoint(path)
+        assert all(t.isfinite().all() for t in state["ema_model"].values())
+
+
+def test_sampling_refuses_a_checkpoint_with_non_finite_weights(tiny_mnist_rgb, tmp_path):
+    train(tiny_config(tiny_mnist_rgb, tmp_path, epochs=1))
+    state = load_checkpoint(tmp_path / "checkpoints" / "best_model.pt")
+    next(iter(state["ema_model"].values()))[0] = float("nan")
+    save_checkpoint(state, tmp_path / "nan.pt")
+    with pytest.raises(CheckpointError, match=r"nan\.pt holds non-finite"):
+        load_for_sampling(tmp_path / "nan.pt")
