@@ -207,14 +207,22 @@ def append_log(path: Path, rows: list[dict[str, Any]]) -> None:
         csv.DictWriter(file, fieldnames=list(rows[0]) if rows else []).writerows(rows)
 
 
+#: What a run writes into --checkpoint_dir (besides checkpoint_epoch_XXXX.pt).
+RUN_FILES = ("last.pt", "best_model.pt", "train_log.csv", "eval_log.csv")
+
+
 def load_resume_state(config: TrainConfig) -> dict[str, Any] | None:
     """The ``--resume`` checkpoint ("last": checkpoint_dir/last.pt), checked against ``config``;
-    without ``--resume``, a refusal to overwrite an earlier run's last.pt."""
+    without ``--resume``, a refusal to overwrite any file of an earlier run."""
     last = Path(config.checkpoint_dir) / "last.pt"
-    if config.resume is None and last.exists():
-        raise ValueError(f"{last} exists: a new run would overwrite it; continue it with "
-                         f"--resume or choose another --checkpoint_dir")
     if config.resume is None:
+        earlier = [path for pattern in (*RUN_FILES, "checkpoint_epoch_*.pt")
+                   for path in sorted(Path(config.checkpoint_dir).glob(pattern))]
+        earlier += sorted(Path(config.sample_dir).glob("samples_step_*.png"))
+        if earlier:
+            raise ValueError(f"{earlier[0]} exists: a new run would overwrite an earlier run's "
+                             f"files; continue it with --resume, or choose another "
+                             f"--checkpoint_dir and --sample_dir (or delete them to start over)")
         return None
     path = last if config.resume == "last" else Path(config.resume)
     state = load_checkpoint(path)

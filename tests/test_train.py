@@ -130,6 +130,21 @@ def test_a_new_run_refuses_to_overwrite_an_earlier_one(tiny_mnist_rgb, tmp_path)
     assert (tmp_path / "checkpoints" / "last.pt").read_bytes() == before
 
 
+@pytest.mark.parametrize("kept", ["checkpoints/best_model.pt", "checkpoints/train_log.csv",
+                                  "checkpoints/checkpoint_epoch_0001.pt",
+                                  "samples/samples_step_0000004.png"])
+def test_any_file_of_an_earlier_run_makes_a_new_run_refuse(tiny_mnist_rgb, tmp_path, kept):
+    config = tiny_config(tiny_mnist_rgb, tmp_path, epochs=1)
+    train(config)
+    for path in [*tmp_path.glob("checkpoints/*"), *tmp_path.glob("samples/*")]:
+        if path.relative_to(tmp_path).as_posix() != kept:
+            path.unlink()
+    before = (tmp_path / kept).read_bytes()
+    with pytest.raises(ValueError, match=rf"{Path(kept).name} exists.*--resume"):
+        train(config)
+    assert (tmp_path / kept).read_bytes() == before
+
+
 def test_a_corrupt_checkpoint_gets_a_clear_error(tmp_path):
     path = tmp_path / "last.pt"
     save_checkpoint({"step": 1, "model": {}}, path)
