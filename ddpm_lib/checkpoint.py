@@ -45,7 +45,7 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:
-        reason = f"{type(error).__name__}: {str(error).splitlines()[0][:200]}"
+        reason = f"{type(error).__name__}: {(str(error).splitlines() or [''])[0][:200]}"
         raise CheckpointError(f"could not read checkpoint {path}: truncated, corrupt or not a "
                               f"PyTorch file ({reason})") from error
     missing = [key for key in ("model", "ema_model", "step", "config", "model_config", "version")

@@ -22,6 +22,7 @@ from PIL import Image
 from pytorch_fid import fid_score
 from torch import nn
 
+from .runtime import pick_device
 from .train import to_model_range
 
 WEIGHTS_PATH = Path(__file__).parent / "weights" / "digit_classifier.pt"
@@ -318,7 +319,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args(argv)
     try:
-        print(folder_report(args.generated_dirs, args.train_dir, args.device))
+        print(folder_report(args.generated_dirs, args.train_dir, pick_device(args.device)))
     except (FileNotFoundError, ValueError) as error:
         raise SystemExit(f"error: {error}") from None
 

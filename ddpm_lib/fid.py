@@ -18,6 +18,7 @@ from pytorch_fid.fid_score import calculate_activation_statistics
 from pytorch_fid.inception import FID_WEIGHTS_URL, InceptionV3
 
 from .evaluator import DEFAULT_TRAIN_DIR, folder_report, frechet_distance, list_images
+from .runtime import pick_device
 
 GRADED_NUM_IMAGES = 10_000
 
@@ -112,6 +113,7 @@ def main(argv: list[str] | None = None) -> None:
             (args.save_stats and not args.save_stats[1].endswith(".npz")):
         parser.error("give GENERATED REFERENCE [--digits], --save-stats FOLDER OUT.npz or --check")
     try:
+        args.device = pick_device(args.device)
         if args.check:
             problems = check_submission(args.check, args.num_images, args.image_size)
             if problems:

@@ -171,8 +171,8 @@ def main(argv: list[str] | None = None) -> None:
         kind = str if key == "schedule" else float if key.startswith("beta") else int
         checks.add_argument(f"--{key}", type=kind, default=None)
     args = parser.parse_args(argv)
-    device = runtime.pick_device(args.device)
     try:
+        device = runtime.pick_device(args.device)
         loaded = load_for_sampling(args.checkpoint, device, args.weights,
                                    {key: getattr(args, key) for key in MODEL_DEFINING_KEYS})
         print(f"loaded {args.checkpoint} (step {loaded.step}, {args.weights} weights, "

@@ -22,7 +22,15 @@ def generator_for(seed: int, *streams: int, device: torch.device | str = "cpu") 
 def pick_device(choice: str = "auto", local_rank: int = 0) -> torch.device:
     """``auto``: CUDA (this process's GPU), then Apple's MPS, then the CPU."""
     if choice != "auto":
-        return torch.device(choice)
+        try:
+            device = torch.device(choice)
+        except RuntimeError:
+            raise ValueError(f"--device {choice!r}: use auto, cpu, cuda, cuda:N or mps") from None
+        available = {"cuda": torch.cuda.is_available, "mps": torch.backends.mps.is_available}
+        if not available.get(device.type, lambda: True)():
+            raise ValueError(f"--device {choice}: PyTorch sees no {device.type} device here; "
+                             f"use --device auto (or cpu)")
+        return device
     if torch.cuda.is_available():
         torch.cuda.set_device(local_rank)
         return torch.device("cuda", local_rank)

@@ -1,6 +1,7 @@
 """Training: files written, exact resume, clear refusals."""
 
 import csv
+import importlib
 from dataclasses import fields, replace
 from pathlib import Path
 
@@ -143,6 +144,24 @@ def test_any_file_of_an_earlier_run_makes_a_new_run_refuse(tiny_mnist_rgb, tmp_p
     with pytest.raises(ValueError, match=rf"{Path(kept).name} exists.*--resume"):
         train(config)
     assert (tmp_path / kept).read_bytes() == before
+
+
+def test_an_empty_checkpoint_file_gets_a_clear_error(tmp_path):
+    (tmp_path / "empty.pt").write_bytes(b"")
+    with pytest.raises(CheckpointError, match=r"empty\.pt: truncated"):
+        load_checkpoint(tmp_path / "empty.pt")
+
+
+@pytest.mark.parametrize("module", ["train", "generate", "evaluator", "fid"])
+@pytest.mark.parametrize("device", ["nonsense", "cuda:0"])
+def test_an_unusable_device_is_refused_in_one_line(module, device, tmp_path):
+    if device.startswith("cuda") and torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    args = {"train": ["--data_path", str(tmp_path)], "evaluator": [str(tmp_path)],
+            "generate": ["--checkpoint", str(tmp_path / "x.pt")], "fid": ["--check", str(tmp_path)]}
+    main = importlib.import_module(f"ddpm_lib.{module}").main
+    with pytest.raises(SystemExit, match=rf"error: --device '?{device}'?"):
+        main([*args[module], "--device", device])
 
 
 def test_a_corrupt_checkpoint_gets_a_clear_error(tmp_path):
