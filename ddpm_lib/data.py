@@ -39,11 +39,14 @@ MNIST_IDX_SHA256 = {  # of the uncompressed idx files
 
 def read_rgb(path: Path, image_size: int) -> np.ndarray:
     """One PNG as an H×W×3 uint8 array; ValueError naming the file unless ``image_size``² RGB."""
-    with Image.open(path) as image:
-        if image.mode != "RGB" or image.size != (image_size, image_size):
-            raise ValueError(f"{path} is {image.width}×{image.height} {image.mode}, expected "
-                             f"{image_size}×{image_size} RGB: rebuild it with {BUILD_COMMAND}")
-        return np.array(image)
+    try:
+        with Image.open(path) as image:
+            if image.mode != "RGB" or image.size != (image_size, image_size):
+                raise ValueError(f"{path} is {image.width}×{image.height} {image.mode}, expected "
+                                 f"{image_size}×{image_size} RGB: rebuild it with {BUILD_COMMAND}")
+            return np.array(image)
+    except OSError as error:  # truncated or not an image
+        raise ValueError(f"cannot read {path} ({error}): rebuild it with {BUILD_COMMAND}") from None
 
 
 class MnistRGBFolder(torch.utils.data.Dataset):

@@ -286,7 +286,13 @@ class Training:
     def load_images(self) -> None:
         """All training images (uint8) and a fixed evaluation batch of them, on the device."""
         config = self.config
-        images = MnistRGBFolder(config.data_path, config.image_size).load_all(progress=self.is_main)
+        folder = MnistRGBFolder(config.data_path, config.image_size)
+        missing = sorted(set(range(10)).difference(folder.labels))
+        if missing and max(folder.labels) >= 0:  # digit folders, one empty: never drawn
+            raise ValueError(f"{config.data_path} holds no images of the digit(s) {missing} "
+                             f"(its folder {missing[0]}/ is empty or missing): rebuild it with "
+                             f"python -m ddpm_lib.data")
+        images = folder.load_all(progress=self.is_main)
         images = images[: config.max_images or None]
         if len(images) < config.batch_size:
             raise ValueError(f"--batch_size {config.batch_size} is larger than the "

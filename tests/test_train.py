@@ -396,3 +396,18 @@ def test_sampling_refuses_a_checkpoint_with_non_finite_weights(tiny_mnist_rgb, t
     save_checkpoint(state, tmp_path / "nan.pt")
     with pytest.raises(CheckpointError, match=r"nan\.pt holds non-finite"):
         load_for_sampling(tmp_path / "nan.pt")
+
+
+def test_a_digit_folder_without_images_is_refused_before_training(tiny_mnist_rgb, tmp_path):
+    for path in (tiny_mnist_rgb / "7").glob("*.png"):
+        path.unlink()
+    with pytest.raises(ValueError, match=r"digit\(s\) \[7\]"):
+        train(tiny_config(tiny_mnist_rgb, tmp_path))
+    assert not (tmp_path / "checkpoints").exists()
+
+
+def test_a_truncated_png_is_named_before_training(tiny_mnist_rgb, tmp_path):
+    broken = sorted((tiny_mnist_rgb / "3").glob("*.png"))[0]
+    broken.write_bytes(broken.read_bytes()[:60])
+    with pytest.raises(ValueError, match=rf"cannot read .*{broken.name}"):
+        train(tiny_config(tiny_mnist_rgb, tmp_path))
