@@ -231,7 +231,26 @@ def load_resume_state(config: TrainConfig) -> dict[str, Any] | None:
         if key not in state:
             raise CheckpointError(f"{path} holds no {key}, so it cannot resume training (as "
                                   f"best_model.pt): resume from last.pt or checkpoint_epoch_*.pt")
+    refuse_changed_optimisation(state["config"], config, path)
     return state
+
+
+#: What the optimizer, the EMA and the data order were built with: fixed for a resumed run.
+OPTIMISATION_KEYS = ("lr", "batch_size", "warmup_steps", "lr_schedule", "weight_decay",
+                     "ema_decay", "grad_clip", "min_snr_gamma", "seed", "max_images")
+
+
+def refuse_changed_optimisation(saved: dict[str, Any], config: TrainConfig, path: Path) -> None:
+    """A resumed run continues the saved one exactly, so its optimisation settings must be the
+    checkpoint's (--epochs may grow a constant-rate run; a cosine decay is planned over them)."""
+    keys = OPTIMISATION_KEYS + (("epochs",) if config.lr_schedule == "cosine" else ())
+    changed = [f"--{key} {getattr(config, key)} (checkpoint: {saved[key]})"
+               for key in keys if key in saved and saved[key] != getattr(config, key)]
+    if changed:
+        raise ValueError(f"{path} was trained with other settings: {'; '.join(changed)}. "
+                         f"--resume continues that run as it was: give its settings again "
+                         f"(its --recipe was {saved.get('recipe', 'assignment')}) or start a new "
+                         f"run in another --checkpoint_dir")
 
 
 class Training:

@@ -411,3 +411,20 @@ def test_a_truncated_png_is_named_before_training(tiny_mnist_rgb, tmp_path):
     broken.write_bytes(broken.read_bytes()[:60])
     with pytest.raises(ValueError, match=rf"cannot read .*{broken.name}"):
         train(tiny_config(tiny_mnist_rgb, tmp_path))
+
+
+@pytest.mark.parametrize("change", [{"lr": 1e-2}, {"batch_size": 4}, {"ema_decay": 0.9},
+                                    {"epochs": 3}])  # epochs: the cosine decay is planned on them
+def test_resume_refuses_changed_optimisation_flags_naming_them(tiny_mnist_rgb, tmp_path, change):
+    config = tiny_config(tiny_mnist_rgb, tmp_path, epochs=1, lr_schedule="cosine")
+    train(config)
+    before = (tmp_path / "checkpoints" / "last.pt").read_bytes()
+    with pytest.raises(ValueError, match=rf"--{next(iter(change))} .*\(checkpoint: "):
+        train(replace(config, resume="last", **change))
+    assert (tmp_path / "checkpoints" / "last.pt").read_bytes() == before
+
+
+def test_resume_may_extend_a_constant_rate_run(tiny_mnist_rgb, tmp_path):
+    config = tiny_config(tiny_mnist_rgb, tmp_path, epochs=1)
+    train(config)
+    assert train(replace(config, epochs=2, resume="last")).steps == 10
