@@ -49,6 +49,11 @@ def read_rgb(path: Path, image_size: int) -> np.ndarray:
         raise ValueError(f"cannot read {path} ({error}): rebuild it with {BUILD_COMMAND}") from None
 
 
+def to_model_range(images: torch.Tensor) -> torch.Tensor:
+    """uint8 pixels {0 … 255} → floats in [-1, 1], the range the UNet learns in."""
+    return images.float() / 127.5 - 1.0
+
+
 class MnistRGBFolder(torch.utils.data.Dataset):
     """The PNGs under ``root`` (digit folders ``root/{0..9}/`` or one flat folder), sorted.
     ``dataset[i]`` is a float 3×H×W image in [-1, 1] and the digit of its folder (-1: flat)."""
@@ -66,7 +71,7 @@ class MnistRGBFolder(torch.utils.data.Dataset):
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         pixels = torch.from_numpy(read_rgb(self.paths[index], self.image_size))
-        return pixels.permute(2, 0, 1).float() / 127.5 - 1.0, self.labels[index]
+        return to_model_range(pixels.permute(2, 0, 1)), self.labels[index]
 
     def load_all(self, progress: bool = True) -> torch.Tensor:
         """Every image decoded once, as uint8 N×3×H×W."""

@@ -22,8 +22,8 @@ from PIL import Image
 from pytorch_fid import fid_score
 from torch import nn
 
+from .data import to_model_range
 from .runtime import pick_device
-from .train import to_model_range
 
 WEIGHTS_PATH = Path(__file__).parent / "weights" / "digit_classifier.pt"
 FEATURE_DIM, REFERENCE_SIZE, NEIGHBOURS = 256, 10_000, 3  # REFERENCE_SIZE: for KID and P/R

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 from torchvision.utils import make_grid
 
+from .data import to_model_range
 from .diffusion import q_sample
 from .schedule import NoiseSchedule
 
@@ -89,7 +90,7 @@ def plot_examples_per_digit(images: torch.Tensor, labels: Sequence[int], per_dig
     """A row of ``per_digit`` random examples of each digit 0–9; ``images`` uint8 (N, 3, H, W)."""
     labels, rng = np.asarray(labels), np.random.default_rng(seed)
     chosen = [rng.choice(np.flatnonzero(labels == d), per_digit, replace=False) for d in range(10)]
-    rows = images[torch.as_tensor(np.concatenate(chosen))].float() / 127.5 - 1
+    rows = to_model_range(images[torch.as_tensor(np.concatenate(chosen))])
     return show_image_grid(rows, nrow=per_digit, title="digits 0 to 9, a row each").figure
 
 

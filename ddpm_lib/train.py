@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 
 from . import runtime
 from .checkpoint import CheckpointError, check_compatible, load_checkpoint, save_checkpoint
-from .data import MnistRGBFolder
+from .data import MnistRGBFolder, to_model_range
 from .diffusion import diffusion_loss, q_sample, sample
 from .model import UNet, UNetConfig
 from .runtime import Stream, autocast_for, compile_with_fallback, example_batch, generator_for
@@ -150,11 +150,6 @@ def learning_rate_schedule(optimizer: torch.optim.Optimizer, config: TrainConfig
         progress = min(1.0, (step - warmup) / decay_steps)
         return 1.0 if config.lr_schedule == "constant" else 0.5 * (1 + math.cos(math.pi * progress))
     return LambdaLR(optimizer, factor)
-
-
-def to_model_range(images: torch.Tensor) -> torch.Tensor:
-    """uint8 pixels {0 … 255} → floats in [-1, 1]."""
-    return images.float() / 127.5 - 1.0
 
 
 def optimization_step(trained: torch.nn.Module, ema: AveragedModel,
