@@ -1,6 +1,8 @@
 """The noise-prediction network ε_θ(x_t, t): the assignment's UNet for 28×28 (or 32×32) RGB
 images, with a sinusoidal time embedding, residual blocks with GroupNorm and SiLU, skips from
-every encoder block to the decoder, and self-attention at the lowest resolution (7×7 = 49)."""
+every encoder block to the decoder, and self-attention at the lowest resolution (7×7 = 49).
+With ``patch_size`` p > 1 the network works on p×p patches folded into channels (28×28×3 →
+14×14×12 for p = 2, as U-ViT and DiT do), and unfolds its output at the end."""
 
 from __future__ import annotations
 
@@ -24,13 +26,14 @@ class UNetConfig:
     num_res_blocks: int = 2
     attention_at_bottom: bool = True
     norm_groups: int = 8
+    patch_size: int = 1
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "channel_mults", tuple(self.channel_mults))
-        halvings = len(self.channel_mults) - 1
-        if self.image_size % 2**halvings:
-            raise ValueError(f"image_size {self.image_size} must be divisible by {2**halvings} "
-                             f"({halvings} halvings for channel_mults {self.channel_mults})")
+        factor = self.patch_size * 2 ** (len(self.channel_mults) - 1)
+        if self.image_size % factor:
+            raise ValueError(f"image_size {self.image_size} must be divisible by {factor} (patch "
+                             f"{self.patch_size}, channel_mults {self.channel_mults})")
         if self.time_emb_dim % 2:
             raise ValueError(f"time_emb_dim must be even, got {self.time_emb_dim}")
         for mult in self.channel_mults:
@@ -112,7 +115,8 @@ class UNet(nn.Module):
         time_dim = 4 * config.time_emb_dim
         self.time_mlp = nn.Sequential(nn.Linear(config.time_emb_dim, time_dim), nn.SiLU(),
                                       nn.Linear(time_dim, time_dim))
-        self.input_conv = nn.Conv2d(config.image_channels, config.base_dim, 3, padding=1)
+        patch_channels = config.image_channels * config.patch_size**2
+        self.input_conv = nn.Conv2d(patch_channels, config.base_dim, 3, padding=1)
 
         widths = [config.base_dim * mult for mult in config.channel_mults]
         self.encoder = nn.ModuleList()
@@ -141,11 +145,11 @@ class UNet(nn.Module):
                 self.decoder.append(Resample(channels, down=False))
 
         self.output = nn.Sequential(nn.GroupNorm(groups, channels), nn.SiLU(),
-                                    nn.Conv2d(channels, config.image_channels, 3, padding=1))
+                                    nn.Conv2d(channels, patch_channels, 3, padding=1))
 
     def forward(self, x: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
         time_emb = self.time_mlp(sinusoidal_time_embedding(timesteps, self.config.time_emb_dim))
-        h = self.input_conv(x)
+        h = self.input_conv(F.pixel_unshuffle(x, self.config.patch_size))
         skips = [h]
         for layer in self.encoder:
             h = layer(h, time_emb) if isinstance(layer, ResidualBlock) else layer(h)
@@ -158,7 +162,7 @@ class UNet(nn.Module):
                 h = layer(torch.cat([h, skips.pop()], dim=1), time_emb)
             else:
                 h = layer(h)
-        return self.output(h)
+        return F.pixel_shuffle(self.output(h), self.config.patch_size)
 
     def num_parameters(self, trainable_only: bool = True) -> int:
         """The number of (trainable) parameters."""

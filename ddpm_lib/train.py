@@ -63,7 +63,7 @@ class TrainConfig:
     beta_start: float = arg(0.0001, "first β of the linear schedule")
     beta_end: float = arg(0.02, "last β of the linear schedule")
     time_emb_dim: int = arg(128, "dimension of the sinusoidal time embedding")
-    base_dim: int = arg(64, "UNet width at full resolution (doubled at lower ones)")
+    base_dim: int = arg(64, "UNet width at its first resolution (× channel_mults below it)")
     epochs: int = arg(100, "training epochs", at_least=1)
     batch_size: int = arg(128, "global batch (split across torchrun processes)", at_least=1)
     lr: float = arg(2e-4, "AdamW learning rate", above=0)
@@ -91,9 +91,16 @@ class TrainConfig:
     min_snr_gamma: float = arg(0.0, "Min-SNR-γ loss weights (0: off)", at_least=0)
     eval_interval: int = arg(1, "evaluate the EMA and write last.pt every N epochs", at_least=1)
     recipe: str = arg("assignment", "defaults to start from", choices=tuple(RECIPES))
+    channel_mults: tuple[int, ...] = arg((1, 2, 2), "UNet width per resolution, × base_dim",
+                                         nargs="+", type=int)
+    patch_size: int = arg(1, "fold p×p pixel patches into channels (2: the UNet at 14×14)",
+                          at_least=1)
+    time_budget: float = arg(0.0, "minutes of wall time: after the first epoch, --epochs is "
+                             "cut to what fits (0: no limit)", at_least=0)
 
     def __post_init__(self) -> None:
         """Refuse impossible settings, naming each flag to change."""
+        self.channel_mults = tuple(self.channel_mults)
         problems = [f"--{f.name} must be {words} {f.metadata[key]} (got {getattr(self, f.name)!r})"
                     for f in fields(self) for key, (holds, words) in CHECKS.items()
                     if key in f.metadata and not holds(getattr(self, f.name), f.metadata[key])]
@@ -108,7 +115,8 @@ class TrainConfig:
 
     def model_config(self) -> UNetConfig:
         return UNetConfig(image_size=self.image_size, base_dim=self.base_dim,
-                          time_emb_dim=self.time_emb_dim)
+                          time_emb_dim=self.time_emb_dim, channel_mults=self.channel_mults,
+                          patch_size=self.patch_size)
 
     def noise_schedule(self) -> NoiseSchedule:
         return make_schedule(self.schedule, self.timesteps, self.beta_start, self.beta_end)
@@ -140,16 +148,17 @@ def exponential_moving_average(model: torch.nn.Module, decay: float) -> Averaged
 
 
 def learning_rate_schedule(optimizer: torch.optim.Optimizer, config: TrainConfig,
-                           total_steps: int) -> LambdaLR:
+                           total_steps: int, step: int = 0) -> LambdaLR:
     """Step s takes lr · (s + 1) / W in a warm-up of W steps, then lr (``constant``) or
-    lr · ½ (1 + cos(π p)), p = (s - W) / (total_steps - W) (``cosine``: 0 at the end)."""
+    lr · ½ (1 + cos(π p)), p = (s - W) / (total_steps - W) (``cosine``: 0 at the end).
+    ``step`` > 0: a new length for a schedule that has taken that many steps."""
     warmup, decay_steps = config.warmup_steps, max(1, total_steps - config.warmup_steps)
     def factor(step: int) -> float:
         if step < warmup:
             return (step + 1) / warmup
         progress = min(1.0, (step - warmup) / decay_steps)
         return 1.0 if config.lr_schedule == "constant" else 0.5 * (1 + math.cos(math.pi * progress))
-    return LambdaLR(optimizer, factor)
+    return LambdaLR(optimizer, factor, last_epoch=step - 1)
 
 
 def optimization_step(trained: torch.nn.Module, ema: AveragedModel,
@@ -221,6 +230,8 @@ def load_resume_state(config: TrainConfig) -> dict[str, Any] | None:
         return None
     path = last if config.resume == "last" else Path(config.resume)
     state = load_checkpoint(path)
+    if config.time_budget:  # --epochs as the budget cut it
+        config.epochs = state["config"].get("epochs", config.epochs)
     check_compatible(state["config"], asdict(config), path)
     for key in ("optimizer", "lr_scheduler", "ema_num_averaged", "best_eval_loss"):
         if key not in state:
@@ -369,6 +380,8 @@ class Training:
         self.train_seconds += seconds
         self.images_seen += images
         self.flush_losses()
+        if self.config.time_budget and self.step == self.steps_per_epoch:
+            self.fit_time_budget(seconds / max(1, last - first))
         whole_epochs, finished = self.step // self.steps_per_epoch, self.step >= self.total_steps
         if self.is_main and (finished or whole_epochs % config.eval_interval == 0
                              or whole_epochs % config.save_interval == 0):
@@ -378,6 +391,24 @@ class Training:
                   f"{self.best_eval_loss:.4f}), {images / seconds:,.0f} images/s")
         if self.world_size > 1:
             self.check_replicas_identical()
+
+    def fit_time_budget(self, seconds_per_step: float) -> None:
+        """--time_budget, after the first epoch: cut --epochs, and the learning-rate schedule
+        with it, to what fits in the minutes left at this speed (5 % kept for the rest)."""
+        config, per_epoch = self.config, self.steps_per_epoch
+        elapsed = self.earlier_wall_seconds + time.perf_counter() - self.started
+        steps_left = (0.95 * 60 * config.time_budget - elapsed) / seconds_per_step
+        epochs = torch.tensor(min(config.epochs, 1 + max(0, int(steps_left // per_epoch))))
+        if self.world_size > 1:  # every process trains rank 0's number of epochs
+            epochs = epochs.to(self.device)
+            dist.broadcast(epochs, src=0)
+        if int(epochs) < config.epochs:
+            config.epochs = int(epochs)
+            self.total_steps = min(config.epochs * per_epoch, config.max_steps or math.inf)
+            self.lr_schedule = learning_rate_schedule(self.optimizer, config,
+                                                      config.epochs * per_epoch, self.step)
+            if self.is_main:
+                print(f"--time_budget {config.time_budget:g} min: {config.epochs} epochs fit")
 
     def flush_losses(self) -> float:
         """Log the losses gathered since the last flush (one device sync); return the last."""
@@ -492,11 +523,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m ddpm_lib.train",
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     for item in fields(TrainConfig):  # choices are checked by TrainConfig, in one line
-        options = {key: item.metadata[key] for key in ("nargs", "const") if key in item.metadata}
+        options = {key: item.metadata[key] for key in ("nargs", "const", "type")
+                   if key in item.metadata}
         choices = f" ({', '.join(item.metadata['choices'])})" if "choices" in item.metadata else ""
         parser.add_argument(f"--{item.name}", default=item.default, help=item.metadata["help"]
-                            + choices, type=str if item.default is None else type(item.default),
-                            **options)
+                            + choices, **{"type": str if item.default is None
+                                          else type(item.default), **options})
     return parser
 
 
