@@ -20,7 +20,6 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
-from torch.nn.parallel import DistributedDataParallel
 from torch.optim.lr_scheduler import LambdaLR
 from torch.optim.swa_utils import AveragedModel
 from torchvision.utils import save_image
@@ -161,20 +160,32 @@ def learning_rate_schedule(optimizer: torch.optim.Optimizer, config: TrainConfig
     return LambdaLR(optimizer, factor, last_epoch=step - 1)
 
 
+def average_gradients(model: torch.nn.Module) -> None:
+    """Data parallelism in one bucket: each process's gradients become the mean of all the
+    processes' (one all-reduce of them all, flattened: 27 MB for the 64-wide UNet)."""
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    flat = torch.cat([grad.flatten() for grad in grads]).div_(dist.get_world_size())
+    dist.all_reduce(flat)
+    torch._foreach_copy_(grads, torch._utils._unflatten_dense_tensors(flat, grads))
+
+
 def optimization_step(trained: torch.nn.Module, ema: AveragedModel,
                       optimizer: torch.optim.Optimizer, schedule: NoiseSchedule, x0: torch.Tensor,
                       generator: torch.Generator, grad_clip: float,
-                      min_snr_gamma: float = 0.0) -> torch.Tensor:
+                      min_snr_gamma: float = 0.0, data_parallel: bool = False) -> torch.Tensor:
     """Algorithm 1 on ``x0`` in [-1, 1]: L_simple (bf16 on CUDA; Min-SNR-γ weighted if
-    ``min_snr_gamma`` > 0), backward, gradient clipping, AdamW, EMA. Returns the loss."""
+    ``min_snr_gamma`` > 0), backward, the gradients averaged over the processes if
+    ``data_parallel``, gradient clipping, AdamW, EMA. Returns the loss."""
     with autocast_for(x0.device):
         loss = diffusion_loss(trained, schedule, x0, generator, min_snr_gamma)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
+    if data_parallel:
+        average_gradients(trained)
     if grad_clip > 0:
         torch.nn.utils.clip_grad_norm_(trained.parameters(), grad_clip)
     optimizer.step()
-    ema.update_parameters(getattr(trained, "module", trained))  # unwrapped from DDP
+    ema.update_parameters(trained)
     return loss
 
 
@@ -330,16 +341,15 @@ class Training:
         self.total_steps = min(config.epochs * self.steps_per_epoch, config.max_steps or math.inf)
 
     def wrap_network(self) -> torch.nn.Module:
-        """The network as steps call it: in DDP across processes; compiled per ``--compile``,
-        with CUDA graphs on one GPU (DDP's gradient hooks stay eager)."""
+        """The network as steps call it: compiled per ``--compile``, with CUDA graphs on GPUs
+        (each process graphs its own forward and backward; gradients meet after it)."""
         config, device = self.config, self.device
-        trained = DistributedDataParallel(self.model) if self.world_size > 1 else self.model
         if not runtime.should_compile(config.compile, device):
-            return trained
+            return self.model
         started = time.perf_counter()
         example = example_batch(config.batch_size // self.world_size, config.image_size, device)
-        trained = compile_with_fallback(trained, example, backward=True,
-                                        cuda_graphs=self.world_size == 1 and device.type == "cuda")
+        trained = compile_with_fallback(self.model, example, backward=True,
+                                        cuda_graphs=device.type == "cuda")
         runtime.synchronize(device)
         if self.is_main:
             print(f"compiled the training step in {time.perf_counter() - started:.0f} s")
@@ -365,7 +375,8 @@ class Training:
                                       device=self.device)
             runtime.next_step()
             loss = optimization_step(self.trained, self.ema, self.optimizer, self.noise_schedule,
-                                     x0, generator, config.grad_clip, config.min_snr_gamma)
+                                     x0, generator, config.grad_clip, config.min_snr_gamma,
+                                     data_parallel=self.world_size > 1)
             self.lr_schedule.step()
             self.step += 1
             self.pending_losses.append(loss.detach())
@@ -389,8 +400,6 @@ class Training:
             print(f"epoch {self.step / self.steps_per_epoch:.2f}/{config.epochs}: loss "
                   f"{self.last_loss:.4f}, EMA eval loss {self.eval_loss:.4f} (best "
                   f"{self.best_eval_loss:.4f}), {images / seconds:,.0f} images/s")
-        if self.world_size > 1:
-            self.check_replicas_identical()
 
     def fit_time_budget(self, seconds_per_step: float) -> None:
         """--time_budget, after the first epoch: cut --epochs, and the learning-rate schedule
@@ -481,7 +490,7 @@ class Training:
         save_image((images.float() + 1) / 2, path, nrow=8)
 
     def check_replicas_identical(self) -> None:
-        """Under DDP every process must hold the same weights: verify it."""
+        """Every process must end with the same weights: verify it (one all-gather)."""
         weights = torch.cat([p.detach().flatten() for p in self.model.parameters()])
         gathered = [torch.empty_like(weights) for _ in range(self.world_size)]
         dist.all_gather(gathered, weights)
@@ -501,6 +510,8 @@ def train(config: TrainConfig,
         try:
             while run.step < run.total_steps:
                 run.train_epoch()
+            if run.world_size > 1:
+                run.check_replicas_identical()
         except KeyboardInterrupt:
             if run.is_main:
                 run.flush_losses()
