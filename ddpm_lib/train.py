@@ -351,6 +351,8 @@ class Training:
         trained = compile_with_fallback(self.model, example, backward=True,
                                         cuda_graphs=device.type == "cuda")
         runtime.synchronize(device)
+        if self.world_size > 1:  # the loop's clock starts when every process has compiled
+            dist.barrier()
         if self.is_main:
             print(f"compiled the training step in {time.perf_counter() - started:.0f} s")
         return trained
