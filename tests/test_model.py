@@ -51,3 +51,13 @@ def test_time_embedding_layout():
 def test_impossible_configurations_are_refused_naming_the_setting(overrides):
     with pytest.raises(ValueError, match=next(iter(overrides))):
         UNetConfig(**overrides)
+
+
+def test_a_patch_folded_unet_keeps_the_image_shape_and_folds_patches_into_channels():
+    torch.manual_seed(0)
+    model = UNet(UNetConfig(base_dim=16, channel_mults=(1, 2), patch_size=2)).eval()
+    x = torch.randn(2, 3, 28, 28)
+    assert model(x, torch.tensor([0, 999])).shape == x.shape
+    assert model.input_conv.in_channels == 12 and model.output[-1].out_channels == 12
+    with pytest.raises(ValueError, match="patch 2"):
+        UNetConfig(image_size=28, patch_size=2, channel_mults=(1, 2, 2))  # 7×7 cannot halve

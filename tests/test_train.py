@@ -428,3 +428,25 @@ def test_resume_may_extend_a_constant_rate_run(tiny_mnist_rgb, tmp_path):
     config = tiny_config(tiny_mnist_rgb, tmp_path, epochs=1)
     train(config)
     assert train(replace(config, epochs=2, resume="last")).steps == 10
+
+
+def test_a_time_budget_cuts_the_epochs_and_ends_the_learning_rate_at_zero(tiny_mnist_rgb,
+                                                                             tmp_path, capsys):
+    config = tiny_config(tiny_mnist_rgb, tmp_path, epochs=50, lr_schedule="cosine",
+                         time_budget=1e-4)  # 6 ms: only the first epoch fits
+    result = train(config)
+    assert result.steps == 5 and "--time_budget 0.0001 min: 1 epochs fit" in capsys.readouterr().out
+    state = load_checkpoint(tmp_path / "checkpoints" / "last.pt")
+    assert state["config"]["epochs"] == 1  # the step count that ran, to repeat it exactly
+    assert state["lr_scheduler"]["_last_lr"] == [0.0]  # the cosine decay fitted to 5 steps
+    assert (tmp_path / "checkpoints" / "best_model.pt").is_file()
+    resumed = train(replace(config, resume="last"))  # the budget's epochs, not --epochs 50
+    assert resumed.steps == 5
+
+
+def test_a_generous_time_budget_changes_nothing(tiny_mnist_rgb, tmp_path):
+    budget = train(tiny_config(tiny_mnist_rgb, tmp_path / "a", time_budget=60.0))
+    plain = train(tiny_config(tiny_mnist_rgb, tmp_path / "b"))
+    assert budget.steps == plain.steps == 10
+    assert states_equal(load_checkpoint(tmp_path / "a/checkpoints/last.pt")["model"],
+                        load_checkpoint(tmp_path / "b/checkpoints/last.pt")["model"])
