@@ -94,8 +94,8 @@ class TrainConfig:
                                          nargs="+", type=int)
     patch_size: int = arg(1, "fold p×p pixel patches into channels (2: the UNet at 14×14)",
                           at_least=1)
-    time_budget: float = arg(0.0, "minutes of wall time: after the first epoch, --epochs is "
-                             "cut to what fits (0: no limit)", at_least=0)
+    time_budget: float = arg(0.0, "minutes of wall time: after the warm-up, --epochs is cut to "
+                             "what fits (0: no limit)", at_least=0)
 
     def __post_init__(self) -> None:
         """Refuse impossible settings, naming each flag to change."""
@@ -338,6 +338,7 @@ class Training:
         self.images = images.to(self.device)
         self.eval_images = self.images[order[: config.num_eval_images].to(self.device)]
         self.steps_per_epoch = len(images) // config.batch_size
+        self.budget_fit_step = min(self.steps_per_epoch, max(20, config.warmup_steps))
         self.total_steps = min(config.epochs * self.steps_per_epoch, config.max_steps or math.inf)
 
     def wrap_network(self) -> torch.nn.Module:
@@ -381,6 +382,9 @@ class Training:
                                      data_parallel=self.world_size > 1)
             self.lr_schedule.step()
             self.step += 1
+            if config.time_budget and self.step == self.budget_fit_step:
+                runtime.synchronize(self.device)
+                self.fit_time_budget((time.perf_counter() - started) / (batch + 1 - first))
             self.pending_losses.append(loss.detach())
             if len(self.pending_losses) >= 50:
                 batches.set_postfix(loss=f"{self.flush_losses():.4f}")
@@ -393,8 +397,6 @@ class Training:
         self.train_seconds += seconds
         self.images_seen += images
         self.flush_losses()
-        if self.config.time_budget and self.step == self.steps_per_epoch:
-            self.fit_time_budget(seconds / max(1, last - first))
         whole_epochs, finished = self.step // self.steps_per_epoch, self.step >= self.total_steps
         if self.is_main and (finished or whole_epochs % config.eval_interval == 0
                              or whole_epochs % config.save_interval == 0):
@@ -404,12 +406,14 @@ class Training:
                   f"{self.best_eval_loss:.4f}), {images / seconds:,.0f} images/s")
 
     def fit_time_budget(self, seconds_per_step: float) -> None:
-        """--time_budget, after the first epoch: cut --epochs, and the learning-rate schedule
-        with it, to what fits in the minutes left at this speed (5 % kept for the rest)."""
+        """--time_budget, once, at the end of the warm-up (≥ 20 steps, ≤ 1 epoch): cut --epochs
+        to what fits in the minutes left at this speed (5 % kept for evaluation and saving),
+        and fit the learning-rate decay to it. With a warm-up that long (or a constant rate) the
+        rate never depended on --epochs before, so ``--epochs N`` alone repeats the run exactly."""
         config, per_epoch = self.config, self.steps_per_epoch
         elapsed = self.earlier_wall_seconds + time.perf_counter() - self.started
-        steps_left = (0.95 * 60 * config.time_budget - elapsed) / seconds_per_step
-        epochs = torch.tensor(min(config.epochs, 1 + max(0, int(steps_left // per_epoch))))
+        steps_left = max(0.0, 0.95 * 60 * config.time_budget - elapsed) / seconds_per_step
+        epochs = torch.tensor(max(1, min(config.epochs, int((self.step + steps_left) // per_epoch))))
         if self.world_size > 1:  # every process trains rank 0's number of epochs
             epochs = epochs.to(self.device)
             dist.broadcast(epochs, src=0)
@@ -418,8 +422,10 @@ class Training:
             self.total_steps = min(config.epochs * per_epoch, config.max_steps or math.inf)
             self.lr_schedule = learning_rate_schedule(self.optimizer, config,
                                                       config.epochs * per_epoch, self.step)
-            if self.is_main:
-                print(f"--time_budget {config.time_budget:g} min: {config.epochs} epochs fit")
+        if self.is_main:
+            print(f"--time_budget {config.time_budget:g} min: {config.epochs} epochs "
+                  f"({config.epochs * per_epoch} steps) fit; --epochs {config.epochs} without "
+                  f"the budget repeats this run")
 
     def flush_losses(self) -> float:
         """Log the losses gathered since the last flush (one device sync); return the last."""
