@@ -21,6 +21,8 @@ from PIL import Image
 from torchvision.datasets.mnist import read_image_file, read_label_file
 from tqdm.auto import tqdm
 
+from . import __version__
+
 DEFAULT_OUT_DIR = Path("data/mnist_rgb")
 DEFAULT_DOWNLOAD_DIR = Path("data/downloads")
 BUILD_COMMAND = "python -m ddpm_lib.data"
@@ -28,6 +30,8 @@ OFFLINE_HINT = (f"offline: {BUILD_COMMAND} --source local --local DIR, DIR holdi
                 "files (.gz or not) or the course's mnist.zip; or set MNIST_DIR=DIR")
 COURSE_REPO = "grandmaeatsadumpling/Generate-Images-Dataset"  # holds mnist.zip
 DIGIT_FOLDERS = tuple("0123456789")
+MANIFEST = "MANIFEST.txt"  # in the built folder: what the build made, all --overwrite deletes
+PNG_END = b"IEND\xaeB`\x82"  # the last chunk of every complete PNG
 MNIST_TRAIN_COUNTS = dict(enumerate([5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]))
 MNIST_IDX_SHA256 = {  # of the uncompressed idx files
     "train-images-idx3-ubyte": "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
@@ -38,9 +42,12 @@ MNIST_IDX_SHA256 = {  # of the uncompressed idx files
 
 
 def read_rgb(path: Path, image_size: int) -> np.ndarray:
-    """One PNG as an H×W×3 uint8 array; ValueError naming the file unless ``image_size``² RGB."""
+    """One PNG decoded whole as an H×W×3 uint8 array; ValueError naming the file unless it is a
+    complete ``image_size``² RGB PNG."""
     try:
-        with Image.open(path) as image:
+        if not (contents := path.read_bytes()).endswith(PNG_END):
+            raise OSError(f"{len(contents)} bytes, truncated or not a PNG")
+        with Image.open(io.BytesIO(contents)) as image:
             if image.mode != "RGB" or image.size != (image_size, image_size):
                 raise ValueError(f"{path} is {image.width}×{image.height} {image.mode}, expected "
                                  f"{image_size}×{image_size} RGB: rebuild it with {BUILD_COMMAND}")
@@ -105,7 +112,8 @@ def check_mnist_rgb(root: str | Path = DEFAULT_OUT_DIR,
     folder = MnistRGBFolder(root)  # FileNotFoundError if it holds no PNG
     expected, flat = expected_counts or {}, set(folder.labels) == {-1}
     counts = {} if flat else {digit: folder.labels.count(digit) for digit in range(10)}
-    problems = [f"digit {d}: {n} images in {folder.root / str(d)}, expected {expected.get(d, '>0')}"
+    problems = [f"digit {d}: {folder.root / str(d)} " + (f"holds {n} PNGs, expected "
+                f"{expected.get(d, '>0')}" if (folder.root / str(d)).is_dir() else "is missing")
                 for d, n in counts.items() if not n or expected.get(d, n) != n]
     if flat and expected and len(folder) != sum(expected.values()):
         problems.append(f"{len(folder)} images, expected {sum(expected.values())}")
@@ -115,10 +123,10 @@ def check_mnist_rgb(root: str | Path = DEFAULT_OUT_DIR,
     for path in tqdm(folder.paths, desc=f"checking {folder.root}", unit="img"):
         try:
             read_rgb(path, 28)
-        except (OSError, ValueError) as error:
+        except ValueError as error:
             bad.append(str(error))
     problems += [f"{len(stray)} PNGs outside the layout, first: {stray[0]}"] if stray else []
-    problems += [f"{len(bad)} unreadable or not 28×28 RGB: {bad[0]}"] if bad else []
+    problems += bad[:5] + [f"{len(bad)} PNGs unreadable or not 28×28 RGB in all"] * (len(bad) > 5)
     layout = "flat" if flat else "digit folders"
     return DatasetReport(folder.root, layout, counts, len(folder), problems)
 
@@ -177,17 +185,18 @@ def load_mnist_idx(
         path = Path(source_dir) / name
         path = path if path.is_file() else path.with_name(f"{name}.gz")
         if not path.is_file():
-            raise FileNotFoundError(f"{source_dir} holds no {name} (.gz or not)")
+            raise FileNotFoundError(f"{source_dir} holds no {name} (.gz or not): name its folder")
         contents = path.read_bytes()
         try:
             contents = gzip.decompress(contents) if path.suffix == ".gz" else contents
         except (OSError, EOFError) as error:
-            raise ValueError(f"{path} is not a valid gzip file: {error}") from error
+            raise ValueError(f"{path} is not a valid gzip file ({error}): copy it again") from None
         if (actual := hashlib.sha256(contents).hexdigest()) != MNIST_IDX_SHA256[name]:
             raise ValueError(f"{path}: sha256 of the uncompressed contents is {actual}, expected "
-                             f"{MNIST_IDX_SHA256[name]} (not the original MNIST file)")
+                             f"{MNIST_IDX_SHA256[name]}: not MNIST's original, copy that instead")
         raw_dir.mkdir(parents=True, exist_ok=True)
-        (raw_dir / name).write_bytes(contents)
+        (raw_dir / f".{name}.partial").write_bytes(contents)  # then renamed: never a half file
+        os.replace(raw_dir / f".{name}.partial", raw_dir / name)
     images = read_image_file(str(raw_dir / names[0]))
     return images[:, None], read_label_file(str(raw_dir / names[1]))
 
@@ -221,31 +230,55 @@ def build_into(staging: Path, source: str, local: Path | None, download_dir: Pat
         Image.fromarray(gray).convert("RGB").save(staging / str(label) / f"{index:05d}.png")
 
 
+def refuse_to_replace(out_dir: Path, overwrite: bool) -> None:
+    """FileExistsError unless ``out_dir`` is missing, empty or, with ``overwrite``, holds only what
+    a build made: what its manifest lists (a folder built before manifests: digit folders, PNGs in
+    them or on top). The error names the first thing that would be lost and what to do."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise FileExistsError(f"--out {out_dir} is a file: choose another --out")
+    if not overwrite and out_dir.is_dir() and any(out_dir.iterdir()):
+        raise FileExistsError(f"--out {out_dir} exists: --check-only checks it; --overwrite "
+                              f"deletes the files {BUILD_COMMAND} made there and builds it again")
+    manifest = out_dir / MANIFEST
+    made = ({out_dir / line for line in manifest.read_text().splitlines()} if manifest.is_file()
+            else {p for glob in ("[0-9]", "*.png", "[0-9]/*.png") for p in out_dir.glob(glob)})
+    if foreign := next((path for path in sorted(out_dir.rglob("*")) if path not in made), None):
+        raise FileExistsError(f"--overwrite would delete {foreign}, which {BUILD_COMMAND} did not "
+                              f"make: move it out of {out_dir}, or choose another --out")
+
+
 def build_mnist_rgb(out_dir: str | Path = DEFAULT_OUT_DIR, source: str = "auto",
                     local: str | Path | None = None, overwrite: bool = False,
                     download_dir: str | Path = DEFAULT_DOWNLOAD_DIR) -> DatasetReport:
-    """Build ``out_dir`` in a hidden sibling that replaces it only on success; return its check.
-    "auto" tries the course zip, then torchvision's MNIST. ``local`` (auto and local: default
-    ``$MNIST_DIR``; mnist ignores it): mnist.zip, or a folder of it or of the idx files."""
+    """Build ``out_dir`` in a hidden sibling, list its files in its manifest, swap it in by renames
+    on success; return its check. "auto" tries the course zip, then torchvision's MNIST. ``local``
+    (auto and local: default ``$MNIST_DIR``): mnist.zip, or a folder of it or of the idx files."""
     out_dir = Path(out_dir)
-    if out_dir.is_file() or not overwrite and out_dir.is_dir() and any(out_dir.iterdir()):
-        raise FileExistsError(f"{out_dir} exists (a file, or a folder not empty): pass --overwrite "
-                              "to rebuild a folder, or --check-only to check it")
+    refuse_to_replace(out_dir, overwrite)
+    if local and source == "mnist":
+        raise ValueError(f"--source mnist would ignore --local {local}: drop one of the two")
     local = local or (os.environ.get("MNIST_DIR") if source in ("auto", "local") else None)
     if source == "local" and not local:
         raise ValueError("--source local needs --local DIR (or the MNIST_DIR variable)")
-    local = Path(local) if local and source != "mnist" else None
-    if local and not local.exists():
+    if local and not Path(local).exists():
         raise FileNotFoundError(f"--local {local} does not exist")
-    staging = out_dir.with_name(f".{out_dir.name}.partial")
-    shutil.rmtree(staging, ignore_errors=True)  # left by an interrupted build
-    staging.mkdir(parents=True)
+    work = out_dir.with_name(f".{out_dir.name}.partial")  # holds the new build, then the old one
+    shutil.rmtree(work, ignore_errors=True)  # an interrupted build's
     try:
-        build_into(staging, source, local, Path(download_dir))
-        shutil.rmtree(out_dir, ignore_errors=True)
+        (staging := work / "new").mkdir(parents=True)
+    except OSError as error:
+        raise OSError(f"--out {out_dir} cannot be made ({error.strerror}): pick another") from None
+    try:
+        build_into(staging, source, Path(local) if local else None, Path(download_dir))
+        made = sorted(p.relative_to(staging).as_posix() for p in staging.rglob("*"))
+        (staging / MANIFEST).write_text("\n".join([f"# {BUILD_COMMAND} {__version__} --source "
+                                                   f"{source} made these:", MANIFEST, *made, ""]))
+        refuse_to_replace(out_dir, overwrite)  # again: files may have come in meanwhile
+        if out_dir.exists():
+            out_dir.rename(work / "old")  # renames, so out_dir is never half there
         staging.rename(out_dir)
     finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        shutil.rmtree(work, ignore_errors=True)
     return check_mnist_rgb(out_dir)
 
 
@@ -257,9 +290,12 @@ def main(argv: list[str] | None = None) -> None:
                         default="auto", help="where images come from")
     parser.add_argument("--local", help="offline: a folder of the MNIST idx files (.gz or not) or "
                         "of mnist.zip, or mnist.zip (auto and local: default $MNIST_DIR)")
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing folder")
+    parser.add_argument("--overwrite", action="store_true", help=f"rebuild a folder: deletes "
+                        f"what a build made (its {MANIFEST}), refuses if it holds anything else")
     parser.add_argument("--check-only", action="store_true", help="check, build nothing")
     args = parser.parse_args(argv)
+    if args.check_only and (args.overwrite or args.local or args.source != "auto"):
+        parser.error("--check-only builds nothing: drop --overwrite, --source and --local")
     try:
         report = check_mnist_rgb(args.out) if args.check_only else build_mnist_rgb(
             args.out, args.source, args.local, args.overwrite)

@@ -101,6 +101,12 @@ def accept_tiny_idx(tiny_idx, monkeypatch):
     return tiny_idx
 
 
+def expect_per_digit(monkeypatch, count: int) -> None:
+    """Make ``count`` images per digit what the check expects by default (not MNIST's counts)."""
+    defaults = (data.DEFAULT_OUT_DIR, dict.fromkeys(range(10), count))
+    monkeypatch.setattr(data.check_mnist_rgb, "__defaults__", defaults)
+
+
 # --- zips: a local copy of the course's mnist.zip -----------------------------------------------
 
 
@@ -131,7 +137,7 @@ def test_flat_zip_in_a_folder_given_to_local_stays_flat(tmp_path):
     assert report.layout == "flat" and report.total == 12 and report.counts == {}
     assert report.problems == ["12 images, expected 60000"]
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
-        f"{i:05d}.png" for i in range(1, 13)
+        *(f"{i:05d}.png" for i in range(1, 13)), "MANIFEST.txt"
     ]
 
 
@@ -303,18 +309,6 @@ def test_a_truncated_gzip_is_named(accept_tiny_idx, tmp_path):
         build_mnist_rgb(tmp_path / "out", "local", source, download_dir=tmp_path / "dl")
 
 
-def test_existing_folder_needs_overwrite_and_is_replaced_whole(accept_tiny_idx, tmp_path):
-    source, images = accept_tiny_idx[:2]
-    out = tmp_path / "mnist_rgb"
-    (out / "old").mkdir(parents=True)
-
-    with pytest.raises(FileExistsError, match="--overwrite"):
-        build_mnist_rgb(out, "local", source, download_dir=tmp_path / "dl")
-    report = build_mnist_rgb(out, "local", source, overwrite=True, download_dir=tmp_path / "dl")
-
-    assert report.total == len(images) and not (out / "old").exists()
-
-
 def test_auto_uses_mnist_dir_from_the_environment(accept_tiny_idx, tmp_path, monkeypatch):
     monkeypatch.setenv("MNIST_DIR", str(accept_tiny_idx[0]))
     monkeypatch.setattr(data, "hf_hub_download", None)  # the network must not be used
@@ -332,6 +326,111 @@ def test_load_mnist_idx_returns_the_images_and_labels(accept_tiny_idx, tmp_path)
     assert loaded_images.shape == (20, 1, 28, 28) and loaded_images.dtype == torch.uint8
     assert np.array_equal(loaded_images[:, 0].numpy(), images)
     assert loaded_labels.tolist() == labels.tolist()
+
+
+# --- --overwrite, --out and leftovers -----------------------------------------------------------
+
+
+def tree(root: Path) -> dict[str, bytes]:
+    """Every file under ``root`` with its contents, by relative path."""
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+
+
+@pytest.fixture
+def built(accept_tiny_idx, tmp_path):
+    """A folder built from the tiny idx files, and the arguments that build it again."""
+    out = tmp_path / "mnist_rgb"
+    build_mnist_rgb(out, "local", accept_tiny_idx[0], download_dir=tmp_path / "dl")
+    return out, ["--out", str(out), "--source", "local", "--local", str(accept_tiny_idx[0])]
+
+
+def test_a_build_lists_what_it_made_in_its_manifest(built):
+    out = built[0]
+
+    header, *listed = (out / "MANIFEST.txt").read_text().splitlines()
+
+    assert header.startswith("# python -m ddpm_lib.data 0.1.0 --source local")
+    assert sorted(listed) == sorted(p.relative_to(out).as_posix() for p in out.rglob("*"))
+    assert len(listed) == 1 + 10 + 20  # itself, the digit folders, the PNGs
+
+
+def test_existing_folder_needs_overwrite_which_replaces_the_builds_files(
+    built, accept_tiny_idx, tmp_path, monkeypatch
+):
+    out, args = built
+    monkeypatch.chdir(tmp_path)  # the default download folder is relative: data/downloads
+    expect_per_digit(monkeypatch, 2)
+    (out / "7" / "00002.png").write_bytes(b"")  # tiny_idx's second image is a 7
+
+    with pytest.raises(SystemExit) as refused:
+        main(args)
+    assert "--overwrite" in refused.value.code and "--check-only" in refused.value.code
+    assert (out / "7" / "00002.png").read_bytes() == b""
+    main([*args, "--overwrite"])
+
+    assert np.array_equal(pixels(out / "7" / "00002.png"), rgb(accept_tiny_idx[1][1]))
+    assert len(tree(out)) == 21 and not (tmp_path / ".mnist_rgb.partial").exists()
+
+
+@pytest.mark.parametrize(
+    ("users", "named"),
+    [("notes.txt", "notes.txt"), ("3/mine.png", "3/mine.png"), ("old/a.png", "old"),
+     (".DS_Store", ".DS_Store")],
+)
+def test_overwrite_refuses_before_building_when_the_folder_holds_a_users_file(
+    built, monkeypatch, users, named
+):
+    out, args = built
+    (out / users).parent.mkdir(exist_ok=True)
+    (out / users).write_text("mine")
+    before = tree(out)
+    monkeypatch.setattr(data, "build_into", None)  # refused before any building
+
+    with pytest.raises(SystemExit) as refused:
+        main([*args, "--overwrite"])
+
+    assert str(out / named) + "," in refused.value.code and "\n" not in refused.value.code
+    assert tree(out) == before
+
+
+def test_a_folder_built_before_manifests_is_replaced_unless_it_holds_other_files(
+    accept_tiny_idx, tiny_mnist_rgb, tmp_path
+):
+    local = dict(source="local", local=accept_tiny_idx[0], download_dir=tmp_path / "dl")
+    (tiny_mnist_rgb / "README.md").write_text("mine")
+
+    with pytest.raises(FileExistsError, match="README.md"):
+        build_mnist_rgb(tiny_mnist_rgb, overwrite=True, **local)
+    assert len(list(tiny_mnist_rgb.rglob("*.png"))) == 40
+    (tiny_mnist_rgb / "README.md").unlink()
+    report = build_mnist_rgb(tiny_mnist_rgb, overwrite=True, **local)
+
+    assert report.total == 20 and not (tiny_mnist_rgb / "3" / "3_00000.png").exists()
+
+
+def test_an_out_that_is_a_file_or_cannot_be_written_is_named(accept_tiny_idx, tmp_path):
+    local = dict(source="local", local=accept_tiny_idx[0], download_dir=tmp_path / "dl")
+    a_file = tmp_path / "a_file"
+    a_file.write_text("mine")
+
+    with pytest.raises(FileExistsError, match="--out .*a_file is a file"):
+        build_mnist_rgb(a_file, overwrite=True, **local)
+    with pytest.raises(OSError, match="--out .*a_file/mnist_rgb cannot be made"):
+        build_mnist_rgb(a_file / "mnist_rgb", **local)
+    assert a_file.read_text() == "mine"
+
+
+def test_an_interrupted_builds_leftovers_are_removed_by_the_next(accept_tiny_idx, tmp_path):
+    for leftover in (".out.partial/new/0/00001.png", "dl/MNIST/raw/.train-images-idx3-"
+                     "ubyte.partial", ".out.partial/old/MANIFEST.txt"):
+        (tmp_path / leftover).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / leftover).write_bytes(b"half")
+
+    build_mnist_rgb(tmp_path / "out", "local", accept_tiny_idx[0], download_dir=tmp_path / "dl")
+
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dl", "idx", "out"]
+    raw = sorted(p.name for p in (tmp_path / "dl" / "MNIST" / "raw").iterdir())
+    assert raw == ["train-images-idx3-ubyte", "train-labels-idx1-ubyte"]
 
 
 # --- the Dataset ---------------------------------------------------------------------------------
@@ -404,13 +503,64 @@ def test_check_reports_each_problem(tiny_mnist_rgb):
 
     report = check_mnist_rgb(tiny_mnist_rgb, expected_counts=dict.fromkeys(range(10), 4))
 
-    digit3, digit7, stray, bad = report.problems
-    assert "digit 3" in digit3 and "3 images" in digit3
+    digit3, digit7, stray, *bad = report.problems
+    assert "digit 3" in digit3 and "3 PNGs" in digit3
     assert "digit 7" in digit7 and str(tiny_mnist_rgb / "7") in digit7
     assert "stray.png" in stray
-    assert bad.startswith("3 ") and "5_00002.png" in bad
+    for name, line in zip(["5/5_00002.png", "6/6_00001.png", "8/8_00003.png"], bad, strict=True):
+        assert str(tiny_mnist_rgb / name) in line
     with pytest.raises(ValueError, match="digit 3"):
         raise_if_bad(report)
+
+
+def test_check_names_five_bad_pngs_then_counts_them(tiny_mnist_rgb):
+    for path in sorted((tiny_mnist_rgb / "2").iterdir()) + sorted((tiny_mnist_rgb / "4").iterdir()):
+        path.write_bytes(b"")
+
+    problems = check_mnist_rgb(tiny_mnist_rgb, expected_counts=dict.fromkeys(range(10), 4)).problems
+
+    named = [f"2/2_0000{i}.png" for i in range(4)] + ["4/4_00000.png"]
+    for name, line in zip(named, problems[:5], strict=True):
+        assert str(tiny_mnist_rgb / name) in line
+    assert problems[5].startswith("8 PNGs") and len(problems) == 6
+
+
+def damage(png: bytes, how: str) -> bytes:
+    """A PNG's bytes cut or corrupted; "pixels" keeps the length, header and end chunk."""
+    idat = png.index(b"IDAT")
+    return {"half": png[: len(png) // 2], "no end chunk": png[:-12], "0 bytes": b"",
+            "pixels": png[: idat + 10] + bytes(40) + png[idat + 50 :]}[how]
+
+
+@pytest.mark.parametrize("how", ["half", "no end chunk", "0 bytes", "pixels", "32×32"])
+def test_check_only_names_a_damaged_png_and_exits_non_zero(tiny_mnist_rgb, monkeypatch, how):
+    expect_per_digit(monkeypatch, 4)
+    main(["--check-only", "--out", str(tiny_mnist_rgb)])  # a good folder passes: exit status 0
+    bad = tiny_mnist_rgb / "5" / "5_00002.png"
+    if how == "32×32":
+        Image.fromarray(rgb(random_digits(1, size=32)[0])).save(bad)
+    else:
+        bad.write_bytes(damage(bad.read_bytes(), how))
+
+    with pytest.raises(SystemExit) as failed:
+        main(["--check-only", "--out", str(tiny_mnist_rgb)])
+
+    assert failed.value.code.startswith("error: ") and str(bad) in failed.value.code
+
+
+@pytest.mark.parametrize("missing", [False, True])
+def test_check_only_names_an_empty_or_missing_digit_folder(tiny_mnist_rgb, monkeypatch, missing):
+    expect_per_digit(monkeypatch, 4)
+    for path in (tiny_mnist_rgb / "7").iterdir():
+        path.unlink()
+    if missing:
+        (tiny_mnist_rgb / "7").rmdir()
+
+    with pytest.raises(SystemExit) as failed:
+        main(["--check-only", "--out", str(tiny_mnist_rgb)])
+
+    fact = f"{tiny_mnist_rgb / '7'} " + ("is missing" if missing else "holds 0 PNGs")
+    assert fact in failed.value.code and "digit 6" not in failed.value.code
 
 
 def test_check_reports_missing_folder_and_mnist_counts(tmp_path, tiny_mnist_rgb):
@@ -436,10 +586,21 @@ def test_cli_prints_one_error_line_and_exits_non_zero(
         main(["--out", str(tmp_path / "out"), "--source", "local", "--local", str(tiny_idx[0])])
     with pytest.raises(SystemExit) as no_local:
         main(["--out", str(tmp_path / "out"), "--source", "local", "--local", ""])
+    with pytest.raises(SystemExit) as ignored_local:
+        main(["--out", str(tmp_path / "out"), "--source", "mnist", "--local", str(tiny_idx[0])])
 
     for exit_, fact in [(missing, "nowhere"), (bad_counts, "5949"),
-                        (bad_checksum, "train-images-idx3-ubyte.gz"), (no_local, "--local")]:
+                        (bad_checksum, "train-images-idx3-ubyte.gz"), (no_local, "--local"),
+                        (ignored_local, "--local")]:
         assert str(exit_.value.code).startswith("error: ") and fact in str(exit_.value.code)
+    assert not (tmp_path / "out").exists()
+
+
+def test_cli_refuses_build_flags_with_check_only(tiny_mnist_rgb, capsys):
+    with pytest.raises(SystemExit) as refused:
+        main(["--check-only", "--overwrite", "--out", str(tiny_mnist_rgb)])
+
+    assert refused.value.code == 2 and "--check-only" in capsys.readouterr().err
 
 
 def test_cli_as_a_process_exits_1_without_traceback(tmp_path):
