@@ -5,7 +5,7 @@ one-line errors; ``--save-stats`` writes an ``.npz`` (pytorch-fid's) that stands
 
     python -m ddpm_lib.fid GENERATED REFERENCE [--digits]   # REFERENCE: a folder or an .npz
     python -m ddpm_lib.fid --save-stats FOLDER OUT.npz
-    python -m ddpm_lib.fid --check GENERATED                # 00001.png … 10000.png, 28×28 RGB?
+    python -m ddpm_lib.fid --check GENERATED    # 00001.png … 10000.png, 28×28 RGB, one source?
 """
 
 import argparse
@@ -18,6 +18,7 @@ from pytorch_fid.fid_score import calculate_activation_statistics
 from pytorch_fid.inception import FID_WEIGHTS_URL, InceptionV3
 
 from .evaluator import DEFAULT_TRAIN_DIR, folder_report, frechet_distance, list_images
+from .generate import first_difference, read_provenance
 from .runtime import pick_device
 
 GRADED_NUM_IMAGES = 10_000
@@ -75,20 +76,23 @@ def compute_fid(generated_dir: str | Path, reference: str | Path,
 def check_submission(folder: str | Path, num_images: int = GRADED_NUM_IMAGES,
                      image_size: int = 28) -> list[str]:
     """A submission folder's problems, a line a file; [] when it is exactly ``00001.png`` …
-    ``{num_images:05d}.png``, each ``image_size``² RGB."""
+    ``{num_images:05d}.png``, each a whole ``image_size``² RGB PNG whose provenance (what made
+    it: checkpoint, sampler, steps, seed …; see ``generate.provenance``) is the first one's."""
     expected = {f"{index:05d}.png" for index in range(1, num_images + 1)}
     present = {path.name for path in Path(folder).iterdir()}  # a missing folder: OSError
     problems = [f"{name}: missing" for name in sorted(expected - present)]
     problems += [f"{name}: unexpected" for name in sorted(present - expected)]
+    first = None
     for name in sorted(expected & present):
         try:
-            with Image.open(Path(folder) / name) as image:
-                size, mode = image.size, image.mode
-        except OSError as error:
-            problems.append(f"{name}: unreadable ({error})")
+            made = read_provenance(Path(folder) / name, image_size)
+        except (OSError, SyntaxError, ValueError) as error:  # cut short, damaged, not ours
+            problems.append(f"{name}: {error}")
             continue
-        if (*size, mode) != (image_size, image_size, "RGB"):
-            problems.append(f"{name}: {size[0]}×{size[1]} {mode}, not {image_size}² RGB")
+        first = first or (name, made)
+        if made != first[1]:
+            problems.append(f"{name}: made otherwise than {first[0]} "
+                            f"({first_difference(first[1], made)})")
     return problems
 
 
@@ -112,15 +116,18 @@ def main(argv: list[str] | None = None) -> None:
             len(args.paths) not in (0, 2) or (args.digits and not args.paths) or \
             (args.save_stats and not args.save_stats[1].endswith(".npz")):
         parser.error("give GENERATED REFERENCE [--digits], --save-stats FOLDER OUT.npz or --check")
+    if args.num_images < 1:
+        parser.error(f"--num_images {args.num_images}: need >= 1")
     try:
         args.device = pick_device(args.device)
         if args.check:
             problems = check_submission(args.check, args.num_images, args.image_size)
             if problems:
                 print("\n".join(problems[:20]))  # the first 20; the error says how many in all
-                raise ValueError(f"{args.check}: not a valid submission, {len(problems)} problems")
+                raise ValueError(f"{args.check}: not one valid submission ({len(problems)} "
+                                 f"problems); the first: {problems[0]}")
             print(f"OK: {args.check} holds {args.num_images} {args.image_size}×{args.image_size} "
-                  "RGB PNGs, 00001.png onwards")
+                  "RGB PNGs, 00001.png onwards, all of one provenance")
         elif args.save_stats:
             mu, sigma = statistics(args.save_stats[0], load_fid_inception(args.device, args.dims),
                                    args.batch_size, args.dims, args.num_workers)

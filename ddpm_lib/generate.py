@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
+import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -33,18 +36,23 @@ class LoadedCheckpoint:
     config: dict
     step: int
     path: Path
+    weights: str
+    sha256: str  # of the checkpoint file, as sha256sum prints it
 
 
 def load_for_sampling(path: str | Path, device: torch.device | str = "cpu", weights: str = "ema",
                       requested: dict | None = None) -> LoadedCheckpoint:
     """Load a checkpoint's EMA (or raw) weights and schedule; ``requested`` values must agree."""
+    path = Path(path)
     state = load_checkpoint(path)
     config = state["config"]
     check_compatible(config, requested or {}, path)
     model = build_model(state, weights, path).to(device)
     schedule = make_schedule(config.get("schedule", "linear"), config["timesteps"],
                              config["beta_start"], config["beta_end"]).to(device)
-    return LoadedCheckpoint(model, schedule, config, state["step"], Path(path))
+    with path.open("rb") as file:
+        sha256 = hashlib.file_digest(file, "sha256").hexdigest()
+    return LoadedCheckpoint(model, schedule, config, state["step"], path, weights, sha256)
 
 
 def to_pixels(images: torch.Tensor) -> torch.Tensor:
@@ -65,6 +73,77 @@ def sample_batch(model: NoisePredictor, schedule: NoiseSchedule, shape: tuple[in
                       clip_denoised=clip_denoised, variance=variance)[0]
 
 
+def provenance(loaded: LoadedCheckpoint, sampler: str, sampling_steps: int, seed: int,
+               batch_size: int, device: torch.device, variance: str | None) -> dict:
+    """All that fixes a generated set's pixels, kept as JSON in each PNG's "Source" text: the
+    checkpoint (its file's sha256) and weights, the sampler, its steps and σ_t², the seed, the
+    batch size (a batch's noise is drawn at once), the device type (bf16 on CUDA), the version."""
+    return {"checkpoint": f"{loaded.path.name} step {loaded.step} sha256 {loaded.sha256[:12]}",
+            "weights": loaded.weights, "sampler": sampler,
+            "steps": loaded.schedule.num_timesteps if sampler == "ddpm" else sampling_steps,
+            "variance": (variance or "small") if sampler in ("ddpm", "ancestral") else None,
+            "seed": seed, "batch_size": batch_size, "device": device.type,
+            "ddpm_lib": __version__}
+
+
+def read_provenance(path: Path, image_size: int) -> dict:
+    """The :func:`provenance` of one generated ``image_size``² RGB PNG. OSError or SyntaxError
+    (PIL's bad checksum) if it is cut short or damaged; ValueError if it is another image."""
+    with Image.open(path) as image:
+        image.verify()  # every chunk's checksum, up to the closing IEND
+    with Image.open(path) as image:
+        made, text = (*image.size, image.mode), image.text.get("Source", "")
+    if made != (image_size, image_size, "RGB"):
+        raise ValueError(f"{made[0]}×{made[1]} {made[2]}, not {image_size}² RGB")
+    if not text.startswith("{"):
+        raise ValueError("no provenance: not written by python -m ddpm_lib.generate")
+    return json.loads(text)
+
+
+def first_difference(made: dict, now: dict) -> str:
+    """The first setting in which two provenances differ: ``"seed differs: 0 vs 1"``."""
+    key = next(key for key in {**made, **now} if made.get(key) != now.get(key))
+    return f"{key} differs: {made.get(key)} vs {now.get(key)}"
+
+
+def writable_folder(folder: str | Path) -> Path:
+    """``folder``, made if missing, once a probe file could be written there."""
+    try:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as error:
+        raise ValueError(f"cannot write into --output_dir {folder} ({error.strerror}): "
+                         "choose a writable folder") from None
+    return Path(folder)
+
+
+def files_to_keep(paths: list[Path], made_by: dict, image_size: int) -> set[Path]:
+    """Of ``paths`` (``00001.png`` … of one folder), those already written with ``made_by``;
+    unreadable ones (a crash's) are to be redone. Refuses, naming a file, a folder holding
+    other PNGs or images of another provenance; removes leftover temporary files."""
+    folder, keep = paths[0].parent, set()
+    fix = f"use another --output_dir or delete {folder}"
+    strays = sorted(p.name for p in set(folder.glob("*.png")).difference(paths))
+    if strays:
+        raise ValueError(f"{folder} holds {len(strays)} PNGs besides 00001.png … "
+                         f"{paths[-1].name} (first: {strays[0]}): {fix}")
+    for leftover in folder.glob(".*.png.tmp"):
+        leftover.unlink()
+    for path in filter(Path.exists, paths):
+        try:
+            made = read_provenance(path, image_size)
+        except (OSError, SyntaxError):
+            continue  # cut short: redone
+        except ValueError as error:
+            raise ValueError(f"{path}: {error}; {fix}") from None
+        if made != made_by:
+            raise ValueError(f"{path} was made with other settings than this run's "
+                             f"({first_difference(made, made_by)}); {fix}")
+        keep.add(path)
+    return keep
+
+
 def write_png(pixels: np.ndarray, path: Path, metadata: PngInfo) -> None:
     """Write one (H, W, 3) uint8 image as PNG atomically (temporary name, then rename)."""
     temporary = path.with_name(f".{path.name}.tmp")
@@ -76,25 +155,22 @@ def generate_images(loaded: LoadedCheckpoint, output_dir: str | Path, num_images
                     batch_size: int = 64, sampler: str = "ddpm", sampling_steps: int = 50,
                     seed: int = 0, device: torch.device | str = "cpu", compile: str = "no",
                     variance: str | None = None) -> dict:
-    """Write ``num_images`` :func:`sample_batch`es as ``00001.png`` … into ``output_dir``, skipping
-    batches already written (a rerun makes the same images); returns timings."""
+    """Write ``num_images`` :func:`sample_batch`es as ``00001.png`` … into ``output_dir``, each
+    with its :func:`provenance`. A rerun continues only a set of the same provenance (else
+    ValueError before sampling), redoing each batch with a file missing or cut short: the
+    images an unbroken run writes. Returns timings."""
     if num_images < 1 or batch_size < 1:
         raise ValueError(f"--num_images {num_images} and --batch_size {batch_size}: need >= 1")
-    output_dir, device = Path(output_dir), torch.device(device)
-    output_dir.mkdir(parents=True, exist_ok=True)
+    if sampler != "ddpm" and not 1 <= sampling_steps <= loaded.schedule.num_timesteps:
+        raise ValueError(f"--sampling_steps {sampling_steps}: {sampler} takes 1 … T = "
+                         f"{loaded.schedule.num_timesteps}")
+    output_dir, device = writable_folder(output_dir), torch.device(device)
     all_paths = [output_dir / f"{i:05d}.png" for i in range(1, num_images + 1)]
-    strays = sorted(p.name for p in set(output_dir.glob("*.png")).difference(all_paths))
-    if strays:
-        raise ValueError(f"{output_dir} holds {len(strays)} PNGs besides 00001.png … "
-                         f"{num_images:05d}.png (first: {strays[0]}): use an empty --output_dir")
-    for leftover in output_dir.glob(".*.png.tmp"):
-        leftover.unlink()
-    metadata = PngInfo()
-    metadata.add_text("Software", f"ddpm_lib {__version__}")
-    steps = loaded.schedule.num_timesteps if sampler == "ddpm" else sampling_steps
-    metadata.add_text("Source", f"{loaded.path.name} step {loaded.step}, {sampler} {steps} steps"
-                      + (f", {variance} variance" if variance else "") + f", seed {seed}")
+    made_by = provenance(loaded, sampler, sampling_steps, seed, batch_size, device, variance)
     size, model, started = loaded.config["image_size"], loaded.model, time.perf_counter()
+    done = files_to_keep(all_paths, made_by, size)
+    metadata = PngInfo()
+    metadata.add_text("Source", json.dumps(made_by))
     if runtime.should_compile(compile, device):
         example = runtime.example_batch(min(batch_size, num_images), size, device)
         model = runtime.compile_with_fallback(model, example, backward=False)
@@ -103,7 +179,7 @@ def generate_images(loaded: LoadedCheckpoint, output_dir: str | Path, num_images
     with ThreadPoolExecutor(max_workers=4) as writer:
         for batch, start in enumerate(tqdm(range(0, num_images, batch_size), desc="generating")):
             paths = all_paths[start:start + batch_size]
-            if all(path.exists() for path in paths):
+            if done.issuperset(paths):
                 continue
             images = sample_batch(model, loaded.schedule, (len(paths), 3, size, size), seed,
                                   batch, sampler, sampling_steps, device, variance)
@@ -172,6 +248,7 @@ def main(argv: list[str] | None = None) -> None:
         checks.add_argument(f"--{key}", type=kind, default=None)
     args = parser.parse_args(argv)
     try:
+        writable_folder(args.output_dir)  # before loading, sampling or compiling anything
         device = runtime.pick_device(args.device)
         loaded = load_for_sampling(args.checkpoint, device, args.weights,
                                    {key: getattr(args, key) for key in MODEL_DEFINING_KEYS})
@@ -187,7 +264,7 @@ def main(argv: list[str] | None = None) -> None:
             paths, _ = visualize_process(loaded, args.output_dir, args.sampler,
                                          args.sampling_steps, args.seed, device, args.variance)
             print("wrote " + ", ".join(str(p) for p in paths))
-    except (FileNotFoundError, ValueError) as error:
+    except (OSError, ValueError) as error:
         raise SystemExit(f"error: {error}") from None
 
 

@@ -5,6 +5,7 @@ fake Inception (seeded random convolution, pytorch-fid's output convention). Its
 not FIDs: they only show that equal sets score 0 and a shifted set scores more.
 """
 
+import json
 import shutil
 import subprocess
 import sys
@@ -17,6 +18,7 @@ import scipy.linalg
 import torch
 from conftest import REPO_ROOT, write_digit_folder
 from PIL import Image
+from PIL.PngImagePlugin import PngInfo
 from pytorch_fid.fid_score import calculate_frechet_distance, compute_statistics_of_path
 
 from ddpm_lib import evaluator, fid
@@ -56,13 +58,17 @@ def offline_torch_hub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return tmp_path / "torch_hub"
 
 
-def write_pngs(root: Path, count: int, brightness: int = 0, size: int = 28) -> Path:
-    """``00001.png`` … in ``root``: seeded noise plus ``brightness``, size×size RGB."""
+def write_pngs(root: Path, count: int, brightness: int = 0, size: int = 28,
+               first: int = 1, source: str = "A.pt") -> Path:
+    """``00001.png`` … in ``root``: seeded noise plus ``brightness``, size×size RGB, each with a
+    provenance ("Source" text) naming checkpoint ``source``, as ``ddpm_lib.generate`` writes."""
     root.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(brightness)
-    for index in range(1, count + 1):
+    metadata = PngInfo()
+    metadata.add_text("Source", json.dumps({"checkpoint": source, "seed": 0}))
+    for index in range(first, count + 1):
         pixels = rng.integers(0, 256 - brightness, (size, size, 3)) + brightness
-        Image.fromarray(pixels.astype(np.uint8)).save(root / f"{index:05d}.png")
+        Image.fromarray(pixels.astype(np.uint8)).save(root / f"{index:05d}.png", pnginfo=metadata)
     return root
 
 
@@ -165,7 +171,7 @@ def test_digits_report_comes_first_even_without_weights(offline_torch_hub, tiny_
 
 def test_usage_errors(tmp_path: Path, capsys) -> None:
     for argv in (["--check", "x", "--digits"], ["--save-stats", "x", "out.txt"], ["only_one"],
-                 ["a", "b", "--check", "c"]):
+                 ["a", "b", "--check", "c"], ["--check", str(tmp_path), "--num_images", "0"]):
         with pytest.raises(SystemExit) as caught:
             fid.main(argv)
         assert caught.value.code == 2
@@ -182,11 +188,16 @@ def test_check_submission(tmp_path: Path, capsys) -> None:
     Image.new("RGB", (32, 32)).save(submission / "00005.png")
     Image.new("L", (28, 28)).save(submission / "00007.png")
     (submission / "00009.png").write_bytes(b"not a png")
-    problems = fid.check_submission(submission, num_images=12)
-    assert sorted(problem.split(":")[0] for problem in problems) == [
-        "00003.png", "00005.png", "00007.png", "00009.png", "notes.txt"]
-    assert "32×32" in next(p for p in problems if p.startswith("00005.png"))
-    with pytest.raises(SystemExit, match=f"^error: {submission}.*5 problems"):
+    (submission / "00010.png").write_bytes((submission / "00010.png").read_bytes()[:-12])  # no IEND
+    write_pngs(submission, 11, first=11, source="B.pt")  # 00011.png from another checkpoint
+    Image.new("RGB", (28, 28)).save(submission / "00012.png")  # no provenance
+    problems = dict(problem.split(": ", 1) for problem in fid.check_submission(submission, 12))
+    assert sorted(problems) == ["00003.png", "00005.png", "00007.png", "00009.png", "00010.png",
+                                "00011.png", "00012.png", "notes.txt"]
+    assert "32×32" in problems["00005.png"] and "truncated" in problems["00010.png"]
+    assert "checkpoint differs: A.pt vs B.pt" in problems["00011.png"]
+    assert "no provenance" in problems["00012.png"]
+    with pytest.raises(SystemExit, match=f"^error: {submission}.*8 problems.*first: 00003.png"):
         fid.main(["--check", str(submission), "--num_images", "12"])
     assert "00003.png: missing" in capsys.readouterr().out
     with pytest.raises(SystemExit, match="^error: .*nowhere"):

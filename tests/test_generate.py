@@ -1,11 +1,19 @@
-"""Generation: the submission's files, the report grid, refusals of mismatched flags."""
+"""Generation: the submission's files, the report grid, refusals of mismatched flags, and a
+rerun that continues only its own set (provenance), redoing files a crash cut short."""
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
-from ddpm_lib import generate
+from ddpm_lib import fid, generate
+from ddpm_lib.checkpoint import load_checkpoint, save_checkpoint
 from ddpm_lib.diffusion import sampler_timesteps
 from ddpm_lib.generate import (
     generate_images,
@@ -33,6 +41,26 @@ def checkpoint(tmp_path_factory):
     return root / "checkpoints" / "best_model.pt"
 
 
+@pytest.fixture(scope="module")
+def other_checkpoint(checkpoint):
+    """Checkpoint B: A's state a step later, its EMA weights scaled by 1.01."""
+    state = load_checkpoint(checkpoint)
+    state["step"] += 1
+    for weight in state["ema_model"].values():
+        weight.mul_(1.01) if weight.is_floating_point() else None
+    return save_checkpoint(state, checkpoint.parent / "other.pt")
+
+
+def run(checkpoint, out, *flags):
+    """``python -m ddpm_lib.generate`` in-process: 4-step DDIM on the CPU, then ``flags``."""
+    generate.main(["--checkpoint", str(checkpoint), "--output_dir", str(out), "--device", "cpu",
+                   "--sampler", "ddim", "--sampling_steps", "4", *flags])
+
+
+def contents(folder):
+    return {path.name: path.read_bytes() for path in sorted(folder.iterdir())}
+
+
 def test_generate_writes_exactly_n_named_rgb_pngs(checkpoint, tmp_path):
     out = tmp_path / "generated_images"
     generate.main(["--checkpoint", str(checkpoint), "--output_dir", str(out),
@@ -44,17 +72,21 @@ def test_generate_writes_exactly_n_named_rgb_pngs(checkpoint, tmp_path):
             assert image.size == (28, 28) and image.mode == "RGB" and image.format == "PNG"
 
 
-def test_an_interrupted_generation_resumes_with_the_same_images(checkpoint, tmp_path):
+@pytest.mark.parametrize("damage", ["deleted", "empty", "truncated", "no IEND"])
+def test_an_interrupted_generation_resumes_with_the_same_images(checkpoint, tmp_path, damage):
     loaded = load_for_sampling(checkpoint)
     out = tmp_path / "images"
     first = generate_images(loaded, out, num_images=6, batch_size=4, sampler="ddim",
                             sampling_steps=4)
-    before = {p.name: p.read_bytes() for p in out.iterdir()}
-    (out / "00005.png").unlink()
+    before = contents(out)
+    broken = {"deleted": None, "empty": b"", "truncated": before["00005.png"][:200],
+              "no IEND": before["00005.png"][:-12]}[damage]
+    (out / "00005.png").unlink() if broken is None else (out / "00005.png").write_bytes(broken)
+    (out / ".00006.png.tmp").write_bytes(b"half a write")  # an interrupted atomic write
     again = generate_images(loaded, out, num_images=6, batch_size=4, sampler="ddim",
                             sampling_steps=4)
     assert first["written"] == 6 and again["written"] == 2 and again["skipped"] == 4
-    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert contents(out) == before  # the same bytes, and the temporary file gone
     # Batch 1 (00005.png, 00006.png) redone alone, as the benchmarks sample it.
     redone = to_pixels(sample_batch(loaded.model, loaded.schedule, (2, 3, 28, 28), 0, 1, "ddim", 4))
     for image, name in zip(redone, ("00005.png", "00006.png"), strict=True):
@@ -69,6 +101,78 @@ def test_generate_refuses_a_folder_holding_other_pngs(checkpoint, tmp_path):
     with pytest.raises(ValueError, match="00011.png.*--output_dir"):
         generate_images(load_for_sampling(checkpoint), out, num_images=10, sampling_steps=2,
                         sampler="ddim")
+
+
+def test_another_checkpoint_is_refused_before_sampling(checkpoint, other_checkpoint, tmp_path,
+                                                       monkeypatch):
+    """The issue's reproduction: 64 images from A, then 200 from B into the same folder."""
+    out = tmp_path / "generated_images"
+    run(checkpoint, out, "--num_images", "64")
+    before = contents(out)
+    monkeypatch.setattr(generate, "sample_batch", lambda *args, **kwargs: pytest.fail("sampled"))
+    with pytest.raises(SystemExit, match="00001.png.*checkpoint differs.*other.pt.*--output_dir"):
+        run(other_checkpoint, out, "--num_images", "200")
+    assert contents(out) == before and len(before) == 64
+
+
+@pytest.mark.parametrize(("flags", "named"), [
+    (["--seed", "1"], "seed"), (["--sampling_steps", "3"], "steps"), (["--batch_size", "3"],
+    "batch_size"), (["--sampler", "ancestral"], "sampler"), (["--weights", "model"], "weights")])
+def test_other_settings_are_refused_naming_the_setting(checkpoint, tmp_path, flags, named):
+    out = tmp_path / "images"
+    run(checkpoint, out, "--num_images", "4", "--batch_size", "2")
+    before = contents(out)
+    with pytest.raises(SystemExit, match=f"{named} differs"):
+        run(checkpoint, out, "--num_images", "6", "--batch_size", "2", *flags)
+    assert contents(out) == before
+    run(checkpoint, out, "--num_images", "6", "--batch_size", "2")  # the same settings continue
+    assert len(contents(out)) == 6 and contents(out).items() >= before.items()
+
+
+def test_pngs_without_provenance_are_refused_and_kept(checkpoint, tmp_path):
+    out = tmp_path / "mine"
+    out.mkdir()
+    Image.new("RGB", (28, 28)).save(out / "00002.png")
+    with pytest.raises(SystemExit, match="00002.png: no provenance"):
+        run(checkpoint, out, "--num_images", "4")
+    assert list(contents(out)) == ["00002.png"]
+
+
+def test_an_unwritable_output_dir_fails_at_once(checkpoint, tmp_path):
+    out = tmp_path / "read_only"
+    out.mkdir()
+    out.chmod(0o555)
+    if os.access(out, os.W_OK):  # root ignores the mode bits: sysfs refuses even root
+        out = Path("/sys/ddpm_lib_test")
+    started = time.perf_counter()
+    with pytest.raises(SystemExit, match=f"--output_dir {out} "):
+        run(checkpoint, out)
+    assert time.perf_counter() - started < 1
+    result = subprocess.run([sys.executable, "-m", "ddpm_lib.generate", "--checkpoint",
+                             str(checkpoint), "--output_dir", str(out)],
+                            capture_output=True, text=True, check=False)
+    assert result.returncode == 1 and str(out) in result.stderr
+    assert "Traceback" not in result.stderr and result.stderr.count("\n") == 1
+
+
+@pytest.mark.parametrize("flags", [["--num_images", "0"], ["--batch_size", "0"],
+                                   ["--sampling_steps", "0"], ["--sampling_steps", "21"]])
+def test_bad_counts_are_errors_before_any_file(checkpoint, tmp_path, flags):
+    with pytest.raises(SystemExit, match=f"{flags[0]} {flags[1]}"):
+        run(checkpoint, tmp_path / "images", *flags)
+    assert not list((tmp_path / "images").iterdir())
+
+
+def test_fid_check_fails_on_a_mixed_set(checkpoint, other_checkpoint, tmp_path, capsys):
+    mixed, other = tmp_path / "mixed", tmp_path / "other"
+    run(checkpoint, mixed, "--num_images", "4", "--batch_size", "2")
+    run(other_checkpoint, other, "--num_images", "4", "--batch_size", "2")
+    capsys.readouterr()
+    fid.main(["--check", str(mixed), "--num_images", "4"])
+    assert capsys.readouterr().out.startswith("OK")
+    (mixed / "00003.png").write_bytes((other / "00003.png").read_bytes())
+    with pytest.raises(SystemExit, match="first: 00003.png: .*checkpoint differs"):
+        fid.main(["--check", str(mixed), "--num_images", "4"])
 
 
 def test_visualize_writes_the_8_by_8_grid(checkpoint, tmp_path):
