@@ -1,7 +1,5 @@
 """Checkpoints (dicts, see ``train.checkpoint_state``): atomic writes, safe loads, checks."""
 
-from __future__ import annotations
-
 import os
 from pathlib import Path
 from typing import Any

@@ -3,9 +3,7 @@ strided ancestral (Nichol & Dhariwal 2021), DPM-Solver++ (Lu et al. 2022). Image
 t is 0-based (``betas[t]`` is the paper's β_{t+1}); a sampler starts from noise at "t = T", and
 ``return_steps`` calls t the state after the step from t. Random draws take a torch.Generator."""
 
-from __future__ import annotations
-
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -106,16 +104,22 @@ def p_sample(model: NoisePredictor, schedule: NoiseSchedule, x_t: torch.Tensor, 
     return mean + (0.5 * log_variance).exp() * noise
 
 
-def run_chain(step: Callable[[int, int, torch.Tensor], torch.Tensor], timesteps: Iterable[int],
-              schedule: NoiseSchedule, shape: Sequence[int], generator: torch.Generator | None,
-              device: torch.device | str, return_steps: Sequence[int], progress: bool) -> Samples:
-    """From x ~ N(0, I) ("t = T"), x ← step(i, t, x) for the i-th of ``timesteps``; returns the
-    final x and {t: x after the step from t (T: the start)} for t in ``return_steps``."""
+Step = Callable[[int, int, torch.Tensor], tuple[torch.Tensor, torch.Tensor | float | None]]
+
+
+def run_chain(step: Step, timesteps: Sequence[int], schedule: NoiseSchedule, shape: Sequence[int],
+              generator: torch.Generator | None, device: torch.device | str,
+              return_steps: Sequence[int], progress: bool) -> Samples:
+    """From x ~ N(0, I) ("t = T"), x ← mean + σ z, (mean, σ) = step(i, t, x), for the i-th of
+    ``timesteps`` (no z if σ is None or after the last step); returns the final x and
+    {t: x after the step from t (T: the start)} for t in ``return_steps``."""
     x = torch.randn(tuple(shape), device=device, generator=generator)
     keep = set(return_steps)
     kept = {schedule.num_timesteps: x.clone()} if schedule.num_timesteps in keep else {}
     for i, t in enumerate(tqdm(timesteps, desc="sampling", disable=not progress, leave=False)):
-        x = step(i, t, x)
+        x, sigma = step(i, t, x)
+        if sigma is not None and i + 1 < len(timesteps):
+            x = x + sigma * torch.randn(x.shape, device=x.device, generator=generator)
         if t in keep:
             kept[t] = x.clamp(-1.0, 1.0)
     return x.clamp(-1.0, 1.0), kept
@@ -128,7 +132,7 @@ def ddpm_sample(model: NoisePredictor, schedule: NoiseSchedule, shape: Sequence[
                 variance: str = "small", clip_denoised: bool = True) -> Samples:
     """DDPM Algorithm 2: x_T ~ N(0, I), then :func:`p_sample` for t = T-1 … 0."""
     return run_chain(
-        lambda i, t, x: p_sample(model, schedule, x, t, generator, clip_denoised, variance),
+        lambda i, t, x: (p_sample(model, schedule, x, t, generator, clip_denoised, variance), None),
         range(schedule.num_timesteps - 1, -1, -1), schedule, shape, generator, device,
         return_steps, progress)
 
@@ -153,7 +157,7 @@ def ddim_sample(model: NoisePredictor, schedule: NoiseSchedule, shape: Sequence[
     taus = ddim_timesteps(schedule.num_timesteps, num_steps)
     alpha_bars = F.pad(schedule.alphas_cumprod.to(device)[taus], (0, 1), value=1.0)  # then ᾱ = 1
 
-    def step(i: int, t: int, x: torch.Tensor) -> torch.Tensor:
+    def step(i: int, t: int, x: torch.Tensor) -> tuple:
         alpha_bar_t, alpha_bar_s = alpha_bars[i], alpha_bars[i + 1]
         x0, eps = denoise(model, schedule, x, t, clip_denoised)
         if clip_denoised:  # ε consistent with the clipped x̂_0
@@ -161,9 +165,7 @@ def ddim_sample(model: NoisePredictor, schedule: NoiseSchedule, shape: Sequence[
         sigma = eta * ((1 - alpha_bar_s) / (1 - alpha_bar_t)
                        * (1 - alpha_bar_t / alpha_bar_s)).sqrt()
         x = alpha_bar_s.sqrt() * x0 + (1 - alpha_bar_s - sigma**2).clamp(min=0).sqrt() * eps
-        if eta > 0 and i + 1 < len(taus):
-            x = x + sigma * torch.randn(x.shape, device=x.device, generator=generator)
-        return x
+        return x, sigma if eta > 0 else None
 
     return run_chain(step, taus, schedule, shape, generator, device, return_steps, progress)
 
@@ -185,17 +187,14 @@ def ancestral_sample(model: NoisePredictor, schedule: NoiseSchedule, shape: Sequ
     taus = ddim_timesteps(schedule.num_timesteps, num_steps)
     alpha_bars = F.pad(schedule.alphas_cumprod.to(device)[taus], (0, 1), value=1.0)  # then ᾱ = 1
 
-    def step(i: int, t: int, x: torch.Tensor) -> torch.Tensor:
+    def step(i: int, t: int, x: torch.Tensor) -> tuple:
         alpha_bar_t, alpha_bar_s = alpha_bars[i], alpha_bars[i + 1]
         x0, _ = denoise(model, schedule, x, t, clip_denoised)
         beta = 1 - alpha_bar_t / alpha_bar_s
         x = (alpha_bar_s.sqrt() * beta / (1 - alpha_bar_t) * x0
              + (1 - beta).sqrt() * (1 - alpha_bar_s) / (1 - alpha_bar_t) * x)
-        if i + 1 < len(taus):
-            small = beta * (1 - alpha_bar_s) / (1 - alpha_bar_t)
-            sigma = (beta if variance == "large" else small).sqrt()
-            x = x + sigma * torch.randn(x.shape, device=x.device, generator=generator)
-        return x
+        small = beta * (1 - alpha_bar_s) / (1 - alpha_bar_t)
+        return x, (beta if variance == "large" else small).sqrt()
 
     return run_chain(step, taus, schedule, shape, generator, device, return_steps, progress)
 
@@ -251,7 +250,7 @@ def dpm_solver_sample(model: NoisePredictor, schedule: NoiseSchedule, shape: Seq
     alphas, sigmas, lambdas = alpha_bars.sqrt(), (1.0 - alpha_bars).sqrt(), half_log_snr(alpha_bars)
     previous_x0: list[torch.Tensor] = []
 
-    def step(i: int, t: int, x: torch.Tensor) -> torch.Tensor:
+    def step(i: int, t: int, x: torch.Tensor) -> tuple:
         x0, _ = denoise(model, schedule, x, t, clip_denoised)
         h = lambdas[i + 1] - lambdas[i]
         data = x0
@@ -260,14 +259,11 @@ def dpm_solver_sample(model: NoisePredictor, schedule: NoiseSchedule, shape: Seq
         previous_x0[:] = [x0]
         noise_ratio = (sigmas[i + 1] / sigmas[i]).item()
         if not stochastic:
-            return noise_ratio * x + (-(alphas[i + 1] * torch.expm1(-h)).item()) * data
+            return noise_ratio * x + (-(alphas[i + 1] * torch.expm1(-h)).item()) * data, None
         # e^{-h} and 1 - e^{-2h}: 0 and 1 at the last step, where h = ∞
         decay, injected = torch.exp(-h).item(), -torch.expm1(-2 * h).item()
         x = noise_ratio * decay * x + alphas[i + 1].item() * injected * data
-        if i + 1 < len(taus):
-            noise = torch.randn(x.shape, device=x.device, generator=generator)
-            x = x + (sigmas[i + 1] * injected**0.5).item() * noise
-        return x
+        return x, (sigmas[i + 1] * injected**0.5).item()
 
     return run_chain(step, taus, schedule, shape, generator, device, return_steps, progress)
 

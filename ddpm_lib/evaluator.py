@@ -22,7 +22,7 @@ from PIL import Image
 from pytorch_fid import fid_score
 from torch import nn
 
-from .data import to_model_range
+from .data import MnistRGBFolder, to_model_range
 from .runtime import pick_device
 
 WEIGHTS_PATH = Path(__file__).parent / "weights" / "digit_classifier.pt"
@@ -92,11 +92,11 @@ def load_folder(folder: str | Path) -> torch.Tensor:
 
 
 def load_training_images(train_dir: str | Path = DEFAULT_TRAIN_DIR) -> torch.Tensor:
-    """MNIST's training set from the built folder: uint8 (60000, 3, 28, 28)."""
+    """MNIST's training set, read by ``data.MnistRGBFolder``: uint8 (60000, 3, 28, 28)."""
     if not Path(train_dir).is_dir():
         raise FileNotFoundError(f"training images not found in {train_dir}: build them with "
                                 "python -m ddpm_lib.data (see data/README.md)")
-    return load_folder(train_dir)
+    return MnistRGBFolder(train_dir).load_all(progress=False)
 
 
 def unit_gray_pixels(images: torch.Tensor) -> torch.Tensor:

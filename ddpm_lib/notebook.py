@@ -1,8 +1,6 @@
 """The notebooks' first cell: where they run, small or full mode, device, seeds; :class:`Workbook`
 names the files they hand each other, :func:`require` the notebook that makes a missing one."""
 
-from __future__ import annotations
-
 import os
 import random
 import sys

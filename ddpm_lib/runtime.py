@@ -1,7 +1,5 @@
 """Where and how the work runs: the device, bf16 autocast, seeded random streams, torch.compile."""
 
-from __future__ import annotations
-
 from contextlib import AbstractContextManager, nullcontext
 from enum import IntEnum
 

@@ -12,9 +12,8 @@ from dataclasses import dataclass, fields
 import torch
 
 
-def linear_beta_schedule(
-    timesteps: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02
-) -> torch.Tensor:
+def linear_beta_schedule(timesteps: int = 1000, beta_start: float = 1e-4,
+                         beta_end: float = 0.02) -> torch.Tensor:
     """β_t evenly spaced from ``beta_start`` to ``beta_end`` (Ho et al. 2020, §4). Shape (T,)."""
     if timesteps < 1 or not 0.0 < beta_start <= beta_end < 1.0:
         raise ValueError(f"need timesteps >= 1 and 0 < beta_start <= beta_end < 1, got timesteps="
@@ -22,9 +21,8 @@ def linear_beta_schedule(
     return torch.linspace(beta_start, beta_end, timesteps, dtype=torch.float64)
 
 
-def cosine_beta_schedule(
-    timesteps: int = 1000, offset: float = 0.008, max_beta: float = 0.999
-) -> torch.Tensor:
+def cosine_beta_schedule(timesteps: int = 1000, offset: float = 0.008,
+                         max_beta: float = 0.999) -> torch.Tensor:
     """β_t of the cosine schedule (Nichol & Dhariwal 2021, eq. 17), shape (T,): ᾱ(t) = f(t) / f(0)
     with f(t) = cos²(((t/T + s) / (1 + s)) · π/2), and β_t = 1 - ᾱ(t) / ᾱ(t-1), clipped to
     ``max_beta`` so the last steps stay finite."""
@@ -93,9 +91,8 @@ class NoiseSchedule:
 SCHEDULES = ("linear", "cosine")
 
 
-def make_schedule(
-    name: str = "linear", timesteps: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02
-) -> NoiseSchedule:
+def make_schedule(name: str = "linear", timesteps: int = 1000, beta_start: float = 1e-4,
+                  beta_end: float = 0.02) -> NoiseSchedule:
     """The :class:`NoiseSchedule` called ``name`` ("linear" or "cosine") of ``timesteps`` steps."""
     if name == "linear":
         return NoiseSchedule.from_betas(linear_beta_schedule(timesteps, beta_start, beta_end))

@@ -268,14 +268,15 @@ def test_cli_prints_one_table_for_one_or_several_folders(tiny_mnist_rgb, tmp_pat
 
 
 @pytest.mark.parametrize("problem", ["missing", "one image", "wrong size", "not a png",
-                                     "no training images"])
+                                     "no training images", "broken training image"])
 def test_cli_errors_are_one_line(problem, tiny_mnist_rgb, tmp_path):
     folder = write_digit_folder(tmp_path / "samples", per_digit=1)
     train_dir, expected = tiny_mnist_rgb, {
         "missing": "image folder not found: .*nowhere", "one image": "at least 2 images, got 1",
         "wrong size": r"odd\.png is 32×32, not 28×28",
         "not a png": r"cannot read image .*odd\.png",
-        "no training images": "not found in .*no_train.*python -m ddpm_lib.data"}[problem]
+        "no training images": "not found in .*no_train.*python -m ddpm_lib.data",
+        "broken training image": r"broken\.png.*python -m ddpm_lib\.data"}[problem]
     if problem == "missing":
         folder = tmp_path / "nowhere"
     elif problem == "one image":
@@ -286,8 +287,11 @@ def test_cli_errors_are_one_line(problem, tiny_mnist_rgb, tmp_path):
         Image.new("RGB", (32, 32)).save(folder / "3" / "odd.png")
     elif problem == "not a png":
         (folder / "3" / "odd.png").write_bytes(b"not a png")
-    else:
+    elif problem == "no training images":
         train_dir = tmp_path / "no_train"
+    else:  # the training folder is read by data.py's reader, which names a bad file
+        train_dir = write_digit_folder(tmp_path / "train", per_digit=1)
+        (train_dir / "3" / "broken.png").write_bytes(b"not a png")
     with pytest.raises(SystemExit) as caught:
         main([str(folder), "--train_dir", str(train_dir)])
     message = caught.value.code
