@@ -59,14 +59,20 @@ def q_posterior_mean_variance(schedule: NoiseSchedule, x0: torch.Tensor, x_t: to
 
 
 def diffusion_loss(model: NoisePredictor, schedule: NoiseSchedule, x0: torch.Tensor,
-                   generator: torch.Generator | None = None,
-                   min_snr_gamma: float = 0.0) -> torch.Tensor:
+                   generator: torch.Generator | None = None, min_snr_gamma: float = 0.0,
+                   part: tuple[int, int] = (0, 1)) -> torch.Tensor:
     """The simplified objective (DDPM eq. 14, Algorithm 1), t then ε drawn from ``generator``:
     L_simple = E_{t, x_0, ε} ‖ε - ε_θ(√ᾱ_t x_0 + √(1-ᾱ_t) ε, t)‖²,  t ~ U{0 … T-1}.
     With ``min_snr_gamma`` = γ > 0 each example's error is weighted by min(SNR_t, γ) / SNR_t
-    (Min-SNR-γ, Hang et al. 2023): the nearly noise-free steps count less."""
-    t = torch.randint(0, schedule.num_timesteps, (len(x0),), device=x0.device, generator=generator)
-    noise = torch.randn(x0.shape, device=x0.device, dtype=x0.dtype, generator=generator)
+    (Min-SNR-γ, Hang et al. 2023): the nearly noise-free steps count less. ``part`` = (k, n):
+    ``x0`` is rows k, k + n, … of a batch n times larger, and t and ε are drawn for that batch,
+    then cut the same way, so n processes draw together what one process would."""
+    k, n = part
+    draws = n * len(x0)
+    t = torch.randint(0, schedule.num_timesteps, (draws,), device=x0.device, generator=generator)
+    noise = torch.randn((draws, *x0.shape[1:]), device=x0.device, dtype=x0.dtype,
+                        generator=generator)
+    t, noise = t[k::n], noise[k::n]
     predicted_noise = model(q_sample(schedule, x0, t, noise), t)
     if min_snr_gamma <= 0:
         return F.mse_loss(predicted_noise.float(), noise.float())

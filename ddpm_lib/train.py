@@ -172,15 +172,15 @@ def average_gradients(model: torch.nn.Module) -> None:
 def optimization_step(trained: torch.nn.Module, ema: AveragedModel,
                       optimizer: torch.optim.Optimizer, schedule: NoiseSchedule, x0: torch.Tensor,
                       generator: torch.Generator, grad_clip: float,
-                      min_snr_gamma: float = 0.0, data_parallel: bool = False) -> torch.Tensor:
+                      min_snr_gamma: float = 0.0, part: tuple[int, int] = (0, 1)) -> torch.Tensor:
     """Algorithm 1 on ``x0`` in [-1, 1]: L_simple (bf16 on CUDA; Min-SNR-γ weighted if
-    ``min_snr_gamma`` > 0), backward, the gradients averaged over the processes if
-    ``data_parallel``, gradient clipping, AdamW, EMA. Returns the loss."""
+    ``min_snr_gamma`` > 0), backward, the gradients averaged over the processes (``x0`` is
+    ``part`` (k, n) of the batch: see ``diffusion_loss``), gradient clipping, AdamW, EMA."""
     with autocast_for(x0.device):
-        loss = diffusion_loss(trained, schedule, x0, generator, min_snr_gamma)
+        loss = diffusion_loss(trained, schedule, x0, generator, min_snr_gamma, part)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
-    if data_parallel:
+    if part[1] > 1:
         average_gradients(trained)
     if grad_clip > 0:
         torch.nn.utils.clip_grad_norm_(trained.parameters(), grad_clip)
@@ -373,13 +373,14 @@ class Training:
         for batch in batches:
             indices = order[batch * config.batch_size : (batch + 1) * config.batch_size]
             x0 = to_model_range(self.images[indices[self.rank :: self.world_size]])
-            # noise from (seed, step, rank) alone: a resumed run draws what an unbroken one would
-            generator = generator_for(config.seed, Stream.TRAIN_NOISE, self.step, self.rank,
+            # the whole batch's t and ε from (seed, step) alone: a resumed run draws what an
+            # unbroken one would, on any number of processes (the 0: rank 0's stream of old)
+            generator = generator_for(config.seed, Stream.TRAIN_NOISE, self.step, 0,
                                       device=self.device)
             runtime.next_step()
             loss = optimization_step(self.trained, self.ema, self.optimizer, self.noise_schedule,
                                      x0, generator, config.grad_clip, config.min_snr_gamma,
-                                     data_parallel=self.world_size > 1)
+                                     part=(self.rank, self.world_size))
             self.lr_schedule.step()
             self.step += 1
             if config.time_budget and self.step == self.budget_fit_step:
@@ -413,7 +414,8 @@ class Training:
         config, per_epoch = self.config, self.steps_per_epoch
         elapsed = self.earlier_wall_seconds + time.perf_counter() - self.started
         steps_left = max(0.0, 0.95 * 60 * config.time_budget - elapsed) / seconds_per_step
-        epochs = torch.tensor(max(1, min(config.epochs, int((self.step + steps_left) // per_epoch))))
+        fit = int((self.step + steps_left) // per_epoch)
+        epochs = torch.tensor(max(1, min(config.epochs, fit)))
         if self.world_size > 1:  # every process trains rank 0's number of epochs
             epochs = epochs.to(self.device)
             dist.broadcast(epochs, src=0)
@@ -427,10 +429,15 @@ class Training:
                   f"({config.epochs * per_epoch} steps) fit; --epochs {config.epochs} without "
                   f"the budget repeats this run")
 
-    def flush_losses(self) -> float:
-        """Log the losses gathered since the last flush (one device sync); return the last."""
+    def flush_losses(self, all_processes: bool = True) -> float:
+        """Log the losses gathered since the last flush (one device sync): each the whole batch's,
+        averaged over the processes unless only this one flushes; return the last."""
         if self.pending_losses:
-            values = torch.stack(self.pending_losses).float().cpu().tolist()
+            values = torch.stack(self.pending_losses).float()
+            if self.world_size > 1 and all_processes:
+                dist.all_reduce(values)
+                values /= self.world_size
+            values = values.cpu().tolist()
             self.pending_losses.clear()
             first, self.last_loss = self.step - len(values) + 1, values[-1]
             if not all(map(math.isfinite, values)):
@@ -522,7 +529,7 @@ def train(config: TrainConfig,
                 run.check_replicas_identical()
         except KeyboardInterrupt:
             if run.is_main:
-                run.flush_losses()
+                run.flush_losses(all_processes=False)
                 run.eval_loss = math.nan
                 path = save_checkpoint(run.checkpoint_state(), run.directory / "last.pt")
                 print(f"\ninterrupted at step {run.step}: saved {path}; continue with --resume")

@@ -427,3 +427,17 @@ def test_min_snr_weighting_scales_each_example_by_min_snr_gamma_over_snr():
         (per_example * snr.clamp(max=5.0) / snr).mean().item(), rel=1e-5)
     assert loss(min_snr_gamma=5.0) < 0.95 * loss()  # the low-noise steps (t < 90) count less
     assert loss(min_snr_gamma=float(SCHEDULE.snr.max()) * 2) == pytest.approx(loss(), rel=1e-5)
+
+
+def test_the_parts_of_a_batch_draw_what_the_whole_batch_draws():
+    """Data parallelism: n processes, each with rows k, k + n, … of a batch, draw its t and ε."""
+    def model(x, t):  # depends on x_t and t, so the loss checks both draws
+        return x * t.float().view(-1, 1, 1, 1) / 1000
+
+    x0 = torch.randn(8, 3, 4, 4)
+    whole = diffusion_loss(model, SCHEDULE, x0, torch.Generator().manual_seed(3))
+    parts = [diffusion_loss(model, SCHEDULE, x0[k::4], torch.Generator().manual_seed(3),
+                            part=(k, 4)) for k in range(4)]
+    assert torch.allclose(whole, torch.stack(parts).mean())
+    assert not torch.allclose(whole, diffusion_loss(model, SCHEDULE, x0[0::4],
+                                                    torch.Generator().manual_seed(3)))
