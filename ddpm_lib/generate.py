@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ from .checkpoint import MODEL_DEFINING_KEYS, build_model, check_compatible, load
 from .diffusion import SAMPLERS, VARIANCES, NoisePredictor, sample, sampler_timesteps
 from .model import UNet
 from .plots import plot_diffusion_process, save_figure
+from .runtime import writable_folder
 from .schedule import NoiseSchedule, make_schedule
 
 
@@ -106,18 +106,6 @@ def first_difference(made: dict, now: dict) -> str:
     return f"{key} differs: {made.get(key)} vs {now.get(key)}"
 
 
-def writable_folder(folder: str | Path) -> Path:
-    """``folder``, made if missing, once a probe file could be written there."""
-    try:
-        Path(folder).mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=folder):
-            pass
-    except OSError as error:
-        raise ValueError(f"cannot write into --output_dir {folder} ({error.strerror}): "
-                         "choose a writable folder") from None
-    return Path(folder)
-
-
 def files_to_keep(paths: list[Path], made_by: dict, image_size: int) -> set[Path]:
     """Of ``paths`` (``00001.png`` … of one folder), those already written with ``made_by``;
     unreadable ones (a crash's) are to be redone. Refuses, naming a file, a folder holding
@@ -164,7 +152,7 @@ def generate_images(loaded: LoadedCheckpoint, output_dir: str | Path, num_images
     if sampler != "ddpm" and not 1 <= sampling_steps <= loaded.schedule.num_timesteps:
         raise ValueError(f"--sampling_steps {sampling_steps}: {sampler} takes 1 … T = "
                          f"{loaded.schedule.num_timesteps}")
-    output_dir, device = writable_folder(output_dir), torch.device(device)
+    output_dir, device = writable_folder(output_dir, "--output_dir"), torch.device(device)
     all_paths = [output_dir / f"{i:05d}.png" for i in range(1, num_images + 1)]
     made_by = provenance(loaded, sampler, sampling_steps, seed, batch_size, device, variance)
     size, model, started = loaded.config["image_size"], loaded.model, time.perf_counter()
@@ -248,7 +236,7 @@ def main(argv: list[str] | None = None) -> None:
         checks.add_argument(f"--{key}", type=kind, default=None)
     args = parser.parse_args(argv)
     try:
-        writable_folder(args.output_dir)  # before loading, sampling or compiling anything
+        writable_folder(args.output_dir, "--output_dir")  # before loading or sampling anything
         device = runtime.pick_device(args.device)
         loaded = load_for_sampling(args.checkpoint, device, args.weights,
                                    {key: getattr(args, key) for key in MODEL_DEFINING_KEYS})

@@ -1,7 +1,9 @@
 """Where and how the work runs: the device, bf16 autocast, seeded random streams, torch.compile."""
 
+import tempfile
 from contextlib import AbstractContextManager, nullcontext
 from enum import IntEnum
+from pathlib import Path
 
 import torch
 
@@ -84,3 +86,16 @@ def next_step() -> None:
 def should_compile(choice: str, device: torch.device) -> bool:
     """``--compile`` auto, yes or no: ``auto`` compiles on CUDA only (on CPUs it costs more)."""
     return choice == "yes" or (choice == "auto" and device.type == "cuda")
+
+
+def writable_folder(folder: str | Path, flag: str) -> Path:
+    """``folder``, made if missing, once a probe file could be written there; else a ValueError
+    naming ``flag``: found before any long work, not after it."""
+    try:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as error:
+        raise ValueError(f"cannot write into {flag} {folder} ({error.strerror}): "
+                         "choose a writable folder") from None
+    return Path(folder)

@@ -286,6 +286,9 @@ class Training:
             raise ValueError(f"--batch_size {config.batch_size} must be divisible by the "
                              f"{self.world_size} processes")
         state = load_resume_state(config)
+        if self.is_main:  # before loading, compiling or training
+            runtime.writable_folder(config.checkpoint_dir, "--checkpoint_dir")
+            runtime.writable_folder(config.sample_dir, "--sample_dir")
         self.load_images()
         torch.manual_seed(config.seed)
         self.model = UNet(config.model_config()).to(self.device)

@@ -451,3 +451,14 @@ def test_a_generous_time_budget_changes_nothing(tiny_mnist_rgb, tmp_path):
     assert budget.steps == plain.steps == 10
     assert states_equal(load_checkpoint(tmp_path / "a/checkpoints/last.pt")["model"],
                         load_checkpoint(tmp_path / "b/checkpoints/last.pt")["model"])
+
+
+@pytest.mark.parametrize("flag", ["checkpoint_dir", "sample_dir"])
+def test_an_unwritable_output_folder_is_refused_before_any_image_is_loaded(
+        tiny_mnist_rgb, tmp_path, monkeypatch, flag):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    monkeypatch.setattr(train_module.MnistRGBFolder, "load_all",
+                        lambda *args, **kwargs: pytest.fail("loaded the images first"))
+    with pytest.raises(ValueError, match=f"--{flag} {blocker}/run"):
+        train(tiny_config(tiny_mnist_rgb, tmp_path, **{flag: str(blocker / "run")}))
