@@ -37,9 +37,25 @@ def pick_device(choice: str = "auto", local_rank: int = 0) -> torch.device:
     return torch.device("mps" if torch.backends.mps.is_available() else "cpu")
 
 
-def autocast_for(device: torch.device) -> AbstractContextManager:
-    """bf16 autocast on CUDA; full precision elsewhere."""
-    return torch.autocast("cuda", torch.bfloat16) if device.type == "cuda" else nullcontext()
+#: --precision: auto picks per device (:func:`resolve_precision`).
+PRECISIONS = ("auto", "bf16", "fp16", "fp32")
+
+
+def resolve_precision(choice: str, device: torch.device) -> str:
+    """``auto``: bf16 where the GPU computes it natively (compute capability ≥ 8.0), fp16 (with
+    a gradient scaler in training) on older GPUs such as Colab's T4 (7.5), fp32 elsewhere."""
+    if choice != "auto":
+        return choice
+    if device.type != "cuda":
+        return "fp32"
+    return "bf16" if torch.cuda.get_device_capability(device) >= (8, 0) else "fp16"
+
+
+def autocast_for(device: torch.device, precision: str = "auto") -> AbstractContextManager:
+    """Autocast to bf16 or fp16 as ``precision`` resolves on ``device``; fp32: none."""
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(resolve_precision(precision,
+                                                                                  device))
+    return torch.autocast(device.type, dtype) if dtype else nullcontext()
 
 
 def synchronize(device: torch.device) -> None:
@@ -57,7 +73,7 @@ def example_batch(batch_size: int, image_size: int,
 
 def compile_with_fallback(module: torch.nn.Module, example_inputs: tuple[torch.Tensor, ...],
                           backward: bool, enabled: bool = True,
-                          cuda_graphs: bool = False) -> torch.nn.Module:
+                          cuda_graphs: bool = False, precision: str = "auto") -> torch.nn.Module:
     """``torch.compile(module, dynamic=False)`` probed at once on the example (backward too, its
     gradients dropped); ``module`` itself if that fails. ``cuda_graphs``: reduce-overhead mode."""
     if not enabled:
@@ -66,7 +82,8 @@ def compile_with_fallback(module: torch.nn.Module, example_inputs: tuple[torch.T
     try:
         for _ in range(3 if cuda_graphs else 1):  # graphs: recorded on call 2, replayed on 3
             next_step()
-            with torch.set_grad_enabled(backward), autocast_for(example_inputs[0].device):
+            with torch.set_grad_enabled(backward), autocast_for(example_inputs[0].device,
+                                                                precision):
                 output = compiled(*example_inputs)
             if backward:
                 output.float().square().mean().backward()
@@ -83,19 +100,33 @@ def next_step() -> None:
     torch.compiler.cudagraph_mark_step_begin()
 
 
-def should_compile(choice: str, device: torch.device) -> bool:
-    """``--compile`` auto, yes or no: ``auto`` compiles on CUDA only (on CPUs it costs more)."""
-    return choice == "yes" or (choice == "auto" and device.type == "cuda")
+def should_compile(choice: str, device: torch.device, precision: str = "auto") -> bool:
+    """``--compile`` auto, yes or no: ``auto`` compiles on CUDA only (on CPUs it costs more),
+    and never where Inductor cannot: GPUs below compute capability 7.0, bf16 below 8.0."""
+    if choice == "no" or device.type != "cuda":
+        return choice == "yes"
+    capability = torch.cuda.get_device_capability(device)
+    bf16 = resolve_precision(precision, device) == "bf16"
+    if capability < (7, 0) or capability < (8, 0) and bf16:
+        print(f"not compiling: Inductor does not support {precision} on compute capability "
+              f"{capability[0]}.{capability[1]}; running eagerly")
+        return False
+    return True
 
 
-def writable_folder(folder: str | Path, flag: str) -> Path:
-    """``folder``, made if missing, once a probe file could be written there; else a ValueError
-    naming ``flag``: found before any long work, not after it."""
+def writable_folder(folder: str | Path, flag: str, make: bool = True) -> Path:
+    """``folder`` (made if missing and ``make``), once a probe file could be written into it or
+    into the nearest folder above it that exists; else a ValueError naming ``flag``."""
+    folder = Path(folder)
+    existing = next(path for path in (folder, *folder.parents) if path.exists())
     try:
-        Path(folder).mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=folder):
+        if not existing.is_dir():
+            raise NotADirectoryError(20, f"{existing} is a file")
+        with tempfile.TemporaryFile(dir=existing):
             pass
+        if make:
+            folder.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise ValueError(f"cannot write into {flag} {folder} ({error.strerror}): "
                          "choose a writable folder") from None
-    return Path(folder)
+    return folder

@@ -20,6 +20,7 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
+from torch.amp import GradScaler
 from torch.optim.lr_scheduler import LambdaLR
 from torch.optim.swa_utils import AveragedModel
 from torchvision.utils import save_image
@@ -96,6 +97,9 @@ class TrainConfig:
                           at_least=1)
     time_budget: float = arg(0.0, "minutes of wall time: after the warm-up, --epochs is cut to "
                              "what fits (0: no limit)", at_least=0)
+    precision: str = arg("auto", "autocast: auto is bf16 on GPUs of compute capability ≥ 8.0, "
+                         "fp16 with a gradient scaler below, fp32 on CPUs",
+                         choices=runtime.PRECISIONS)
 
     def __post_init__(self) -> None:
         """Refuse impossible settings, naming each flag to change."""
@@ -172,26 +176,31 @@ def average_gradients(model: torch.nn.Module) -> None:
 def optimization_step(trained: torch.nn.Module, ema: AveragedModel,
                       optimizer: torch.optim.Optimizer, schedule: NoiseSchedule, x0: torch.Tensor,
                       generator: torch.Generator, grad_clip: float,
-                      min_snr_gamma: float = 0.0, part: tuple[int, int] = (0, 1)) -> torch.Tensor:
-    """Algorithm 1 on ``x0`` in [-1, 1]: L_simple (bf16 on CUDA; Min-SNR-γ weighted if
-    ``min_snr_gamma`` > 0), backward, the gradients averaged over the processes (``x0`` is
-    ``part`` (k, n) of the batch: see ``diffusion_loss``), gradient clipping, AdamW, EMA."""
-    with autocast_for(x0.device):
+                      min_snr_gamma: float = 0.0, part: tuple[int, int] = (0, 1),
+                      precision: str = "auto", scaler: GradScaler | None = None) -> torch.Tensor:
+    """Algorithm 1 on ``x0`` in [-1, 1]: L_simple (autocast per ``precision``; Min-SNR-γ
+    weighted if ``min_snr_gamma`` > 0), backward (through ``scaler`` for fp16), the gradients
+    averaged over the processes (``x0`` is ``part`` (k, n) of the batch: see
+    ``diffusion_loss``), gradient clipping, AdamW (skipped by the scaler on overflow), EMA."""
+    scaler = scaler or GradScaler(x0.device.type, enabled=False)
+    with autocast_for(x0.device, precision):
         loss = diffusion_loss(trained, schedule, x0, generator, min_snr_gamma, part)
     optimizer.zero_grad(set_to_none=True)
-    loss.backward()
+    scaler.scale(loss).backward()
     if part[1] > 1:
         average_gradients(trained)
+    scaler.unscale_(optimizer)
     if grad_clip > 0:
         torch.nn.utils.clip_grad_norm_(trained.parameters(), grad_clip)
-    optimizer.step()
+    scaler.step(optimizer)
+    scaler.update()
     ema.update_parameters(trained)
     return loss
 
 
 @torch.no_grad()
 def fixed_eval_loss(model: torch.nn.Module, schedule: NoiseSchedule, images: torch.Tensor,
-                    seed: int, batch_size: int = 256) -> float:
+                    seed: int, batch_size: int = 256, precision: str = "auto") -> float:
     """L_simple on fixed uint8 ``images``, timesteps t_i = ⌊i·T/N⌋ and noise drawn from ``seed``:
     comparable from one evaluation to the next. It picks best_model.pt."""
     noise = torch.randn(images.shape, generator=generator_for(seed, Stream.EVAL_NOISE))
@@ -200,7 +209,7 @@ def fixed_eval_loss(model: torch.nn.Module, schedule: NoiseSchedule, images: tor
     for start in range(0, len(images), batch_size):
         batch = slice(start, start + batch_size)
         x0, t, eps = to_model_range(images[batch]), timesteps[batch].to(images.device), noise[batch]
-        with autocast_for(images.device):
+        with autocast_for(images.device, precision):
             predicted = model(q_sample(schedule, x0, t, eps), t)
         total += torch.nn.functional.mse_loss(predicted.float(), eps, reduction="sum").item()
     return total / noise.numel()
@@ -287,8 +296,8 @@ class Training:
                              f"{self.world_size} processes")
         state = load_resume_state(config)
         if self.is_main:  # before loading, compiling or training
-            runtime.writable_folder(config.checkpoint_dir, "--checkpoint_dir")
-            runtime.writable_folder(config.sample_dir, "--sample_dir")
+            runtime.writable_folder(config.checkpoint_dir, "--checkpoint_dir", make=False)
+            runtime.writable_folder(config.sample_dir, "--sample_dir", make=False)
         self.load_images()
         torch.manual_seed(config.seed)
         self.model = UNet(config.model_config()).to(self.device)
@@ -300,14 +309,17 @@ class Training:
         self.lr_schedule = learning_rate_schedule(  # over all epochs: --max_steps only stops
             self.optimizer, config, config.epochs * self.steps_per_epoch)
         self.noise_schedule = config.noise_schedule().to(self.device)
+        self.precision = runtime.resolve_precision(config.precision, self.device)
+        self.scaler = GradScaler(self.device.type, enabled=self.precision == "fp16")
         self.step, self.images_seen, self.best_eval_loss = 0, 0, math.inf
         self.eval_loss = self.last_loss = math.nan
         self.earlier_wall_seconds = self.train_seconds = 0.0
         self.pending_losses: list[torch.Tensor] = []
         if state is not None:  # continue where it stopped: weights, EMA, optimizer, lr, step, clock
             for part, key in ((self.model, "model"), (self.ema.module, "ema_model"),
-                              (self.optimizer, "optimizer"), (self.lr_schedule, "lr_scheduler")):
-                part.load_state_dict(state[key])
+                              (self.optimizer, "optimizer"), (self.lr_schedule, "lr_scheduler"),
+                              (self.scaler, "grad_scaler")):
+                part.load_state_dict(state.get(key, {}))
             self.ema.n_averaged.fill_(state["ema_num_averaged"])
             self.step, self.best_eval_loss = state["step"], state["best_eval_loss"]
             self.earlier_wall_seconds = state["wall_seconds"]
@@ -348,12 +360,13 @@ class Training:
         """The network as steps call it: compiled per ``--compile``, with CUDA graphs on GPUs
         (each process graphs its own forward and backward; gradients meet after it)."""
         config, device = self.config, self.device
-        if not runtime.should_compile(config.compile, device):
+        if not runtime.should_compile(config.compile, device, self.precision):
             return self.model
         started = time.perf_counter()
         example = example_batch(config.batch_size // self.world_size, config.image_size, device)
         trained = compile_with_fallback(self.model, example, backward=True,
-                                        cuda_graphs=device.type == "cuda")
+                                        cuda_graphs=device.type == "cuda",
+                                        precision=self.precision)
         runtime.synchronize(device)
         if self.world_size > 1:  # the loop's clock starts when every process has compiled
             dist.barrier()
@@ -383,7 +396,7 @@ class Training:
             runtime.next_step()
             loss = optimization_step(self.trained, self.ema, self.optimizer, self.noise_schedule,
                                      x0, generator, config.grad_clip, config.min_snr_gamma,
-                                     part=(self.rank, self.world_size))
+                                     (self.rank, self.world_size), self.precision, self.scaler)
             self.lr_schedule.step()
             self.step += 1
             if config.time_budget and self.step == self.budget_fit_step:
@@ -467,7 +480,7 @@ class Training:
         if not torch.stack([w.isfinite().all() for w in weights]).all():
             self.diverged(f"the weights became non-finite by step {self.step}")
         self.eval_loss = fixed_eval_loss(self.ema.module, self.noise_schedule, self.eval_images,
-                                         self.config.seed)
+                                         self.config.seed, precision=self.precision)
         is_best = self.eval_loss < self.best_eval_loss
         self.best_eval_loss = min(self.best_eval_loss, self.eval_loss)
         state, whole_epochs = self.checkpoint_state(), self.step // self.steps_per_epoch
@@ -476,7 +489,8 @@ class Training:
             "best": int(is_best), "wall_seconds": f"{state['wall_seconds']:.1f}"}])
         save_checkpoint(state, self.directory / "last.pt")
         if is_best:  # for sampling: without the optimizer's state, half the size
-            best = {k: v for k, v in state.items() if k not in ("optimizer", "lr_scheduler")}
+            best = {k: v for k, v in state.items()
+                    if k not in ("optimizer", "lr_scheduler", "grad_scaler")}
             save_checkpoint(best, self.directory / "best_model.pt")
         if self.step % self.steps_per_epoch == 0 and whole_epochs % self.config.save_interval == 0:
             save_checkpoint(state, self.directory / f"checkpoint_epoch_{whole_epochs:04d}.pt")
@@ -491,6 +505,7 @@ class Training:
                 "ema_num_averaged": int(self.ema.n_averaged.item()),
                 "optimizer": self.optimizer.state_dict(),
                 "lr_scheduler": self.lr_schedule.state_dict(), "step": self.step,
+                "grad_scaler": self.scaler.state_dict(),
                 "epoch": self.step / self.steps_per_epoch, "config": asdict(self.config),
                 "model_config": self.config.model_config().to_dict(),
                 "eval_loss": self.eval_loss, "best_eval_loss": self.best_eval_loss,
@@ -500,7 +515,7 @@ class Training:
         """An 8-wide grid of 64 EMA samples, from the same noise every time."""
         config, size = self.config, self.config.image_size
         generator = generator_for(config.seed, Stream.SAMPLE_GRID, device=self.device)
-        with autocast_for(self.device):
+        with autocast_for(self.device, self.precision):
             images, _ = sample(self.ema.module, self.noise_schedule, (64, 3, size, size),
                                config.sample_sampler, config.sample_steps, generator, self.device)
         path = Path(config.sample_dir) / f"samples_step_{self.step:07d}.png"

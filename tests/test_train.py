@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from ddpm_lib import runtime
 from ddpm_lib import train as train_module
 from ddpm_lib.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from ddpm_lib.generate import load_for_sampling
@@ -462,3 +463,36 @@ def test_an_unwritable_output_folder_is_refused_before_any_image_is_loaded(
                         lambda *args, **kwargs: pytest.fail("loaded the images first"))
     with pytest.raises(ValueError, match=f"--{flag} {blocker}/run"):
         train(tiny_config(tiny_mnist_rgb, tmp_path, **{flag: str(blocker / "run")}))
+
+
+@pytest.mark.parametrize(("capability", "expected"), [((9, 0), "bf16"), ((8, 0), "bf16"),
+                                                      ((7, 5), "fp16"), ((6, 1), "fp16")])
+def test_auto_precision_is_bf16_from_compute_capability_8_and_fp16_below(
+        monkeypatch, capability, expected):
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
+    assert runtime.resolve_precision("auto", torch.device("cuda")) == expected
+    assert runtime.resolve_precision("auto", torch.device("cpu")) == "fp32"
+    assert runtime.resolve_precision("fp32", torch.device("cuda")) == "fp32"
+
+
+@pytest.mark.parametrize(("capability", "precision", "compiles"), [
+    ((9, 0), "auto", True), ((7, 5), "auto", True), ((7, 5), "bf16", False),
+    ((6, 1), "fp16", False)])
+def test_compiling_only_where_inductor_supports_the_gpu_and_dtype(
+        monkeypatch, capsys, capability, precision, compiles):
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
+    assert runtime.should_compile("auto", torch.device("cuda"), precision) is compiles
+    said = capsys.readouterr().out
+    assert ("running eagerly" in said) is not compiles and said.count("\n") <= 1
+
+
+def test_fp16_training_scales_its_loss_and_resumes_the_scaler_exactly(tiny_mnist_rgb, tmp_path):
+    unbroken = train(tiny_config(tiny_mnist_rgb, tmp_path / "a", precision="fp16"))
+    config = tiny_config(tiny_mnist_rgb, tmp_path / "b", precision="fp16")
+    train(replace(config, max_steps=3))
+    stopped = load_checkpoint(tmp_path / "b/checkpoints/last.pt")
+    assert stopped["grad_scaler"]["scale"] > 1  # the loss was scaled: fp16 gradients
+    resumed = train(replace(config, resume="last"))
+    a, b = (load_checkpoint(tmp_path / name / "checkpoints/last.pt") for name in "ab")
+    assert unbroken.steps == resumed.steps == 10 and a["grad_scaler"] == b["grad_scaler"]
+    assert states_equal(a["model"], b["model"])
