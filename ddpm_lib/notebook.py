@@ -1,9 +1,12 @@
 """The notebooks' first cell: where they run, small or full mode, device, seeds; :class:`Workbook`
-names the files they hand each other, :func:`require` the notebook that makes a missing one."""
+names the files they hand each other, :func:`require` the notebook that makes a missing one;
+03's training cell: :func:`finished_run` on a rerun, :func:`resumable` on an interrupt."""
 
 import os
 import random
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -68,3 +71,33 @@ def require(path: Path, made_by: str) -> Path:
     if not Path(path).exists():
         raise FileNotFoundError(f"{path} is missing: run {made_by} first (it writes this file)")
     return Path(path)
+
+
+def finished_run(checkpoint_dir: Path, sample_dir: Path, total_steps: int) -> str | None:
+    """None until ``checkpoint_dir/last.pt`` reaches ``total_steps``; then what the run left and
+    how to train on or start over (03 skips training: a rerun would only repeat it)."""
+    last, best = Path(checkpoint_dir) / "last.pt", Path(checkpoint_dir) / "best_model.pt"
+    if not last.exists() or torch.load(last, "cpu", weights_only=True)["step"] < total_steps:
+        return None
+    best = torch.load(best, "cpu", weights_only=True)
+    return (f"Already trained, so not trained again: {checkpoint_dir}/best_model.pt is from step "
+            f"{best['step']:,} (epoch {best['epoch']:.1f}). To train on, raise `epochs` in the "
+            f"config cell and run the training cells again (they continue from last.pt); to "
+            f"start over, delete {checkpoint_dir} and {sample_dir}.")
+
+
+class TrainingInterrupted(Exception):
+    """An interrupt, shown as its one line instead of a traceback (IPython's hook)."""
+
+    def _render_traceback_(self) -> list[str]:
+        return [str(self)]
+
+
+@contextmanager
+def resumable() -> Iterator[None]:
+    """Around a notebook's ``train(…)``: an interrupt ends the cell (and Run All) in one line."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        raise TrainingInterrupted("Interrupted; last.pt is saved: in this notebook, run the "
+                                  "training cells again to continue from it.") from None

@@ -133,11 +133,13 @@ def plot_loss_curve(train_rows: Sequence[Mapping], eval_rows: Sequence[Mapping] 
 
 
 class LiveLossPlot:
-    """A ``train(…, on_progress=LiveLossPlot())`` callback: the loss curve, redrawn in place."""
+    """A ``train(…, on_progress=LiveLossPlot(total_steps))`` callback: the loss curve, redrawn in
+    place about ``redraws`` times a run (as losses arrive), at each evaluation and at the end."""
 
-    def __init__(self, every: int = 200):
+    def __init__(self, total_steps: int, redraws: int = 30):
         from IPython.display import display
-        self.every, self.rows, self.evals, self.drawn = every, [], [], 0
+        self.total, self.every = total_steps, max(1, total_steps // redraws)
+        self.rows, self.evals, self.drawn = [], [], 0
         self.figure = plot_loss_curve([])
         plt.close(self.figure)
         self.handle = display(self.figure, display_id=True)
@@ -145,16 +147,9 @@ class LiveLossPlot:
     def __call__(self, event: dict) -> None:
         self.rows += [{"step": r["step"], "loss": float(r["loss"])} for r in event.get("rows", ())]
         self.evals += [event] if event["kind"] == "eval" else []
-        if event["kind"] == "eval" or len(self.rows) >= self.drawn + self.every:
-            self.drawn = len(self.rows)
+        step = self.rows[-1]["step"] if self.rows else 0
+        if event["kind"] == "eval" or step >= min(self.drawn + self.every, self.total):
+            self.drawn = step
             plot_loss_curve(self.rows, self.evals, ax=self.figure.axes[0])
             self.handle.update(self.figure)
 
-
-def plot_results_table(rows: Sequence[tuple[str, str]], title: str = "Results") -> plt.Figure:
-    """The (quantity, value) rows as a two-column text table in a figure, for the report."""
-    width = max(len(quantity) for quantity, _ in rows) + 2
-    text = "\n".join(f"{quantity:<{width}}{value}" for quantity, value in rows)
-    fig = plt.figure(figsize=(0.08 * max(map(len, text.splitlines())), 0.2 * len(rows) + 0.5))
-    fig.text(0, 1, f"{title}\n\n{text}", family="monospace", fontsize=9, va="top")
-    return fig

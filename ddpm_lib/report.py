@@ -4,7 +4,9 @@ import csv
 from collections.abc import Sequence
 from pathlib import Path
 
-from .plots import plot_results_table, save_figure
+import matplotlib.pyplot as plt
+
+from .plots import save_figure
 
 #: Each figure's notebook, which writes ``figures/<name>.png`` (300 dpi) and ``.pdf``.
 MADE_BY = {**dict.fromkeys(("schedules", "forward_process"), "02_forward_diffusion.ipynb"),
@@ -12,15 +14,24 @@ MADE_BY = {**dict.fromkeys(("schedules", "forward_process"), "02_forward_diffusi
                            "04_sample_and_report.ipynb")}
 
 
-def write_results_table(rows: Sequence[tuple[str, str]], figures_dir: str | Path) -> list[Path]:
-    """Write ``results_table.csv``, ``.md``, ``.png`` and ``.pdf`` into ``figures_dir``."""
+def write_results_table(rows: Sequence[tuple[str, str]], figures_dir: str | Path) -> plt.Figure:
+    """Write ``results_table.csv``, ``.md``, ``.png`` and ``.pdf`` into ``figures_dir``; return
+    the figure: the (quantity, value) rows as two text columns, the figure sized to the text."""
+    width = max(len(quantity) for quantity, _ in rows) + 2
+    text = "\n".join(f"{quantity:<{width}}{value}" for quantity, value in rows)
+    fig = plt.figure(figsize=(1, 1), dpi=100)
+    fig.add_axes((0, 0, 1, 1)).set_axis_off()  # a figure without axes is not shown inline
+    box = fig.text(0.1, 0.1, f"Results\n\n{text}", family="monospace", fontsize=9)
+    extent = box.get_window_extent(fig.canvas.get_renderer())  # in pixels: 0.1-inch margins
+    fig.set_size_inches(extent.width / fig.dpi + 0.2, extent.height / fig.dpi + 0.2)
+    box.set_position((0.1 / fig.get_figwidth(), 0.1 / fig.get_figheight()))
     stem = Path(figures_dir) / "results_table"
-    figure_paths = save_figure(plot_results_table(rows), stem)  # makes the folder
+    save_figure(fig, stem)  # makes the folder
     with stem.with_suffix(".csv").open("w", newline="") as file:
         csv.writer(file).writerows([("quantity", "value"), *rows])
     lines = ["| quantity | value |", "| --- | --- |", *(f"| {q} | {v} |" for q, v in rows)]
     stem.with_suffix(".md").write_text("\n".join(lines) + "\n")
-    return [stem.with_suffix(".csv"), stem.with_suffix(".md"), *figure_paths]
+    return fig
 
 
 def missing_figures(figures_dir: str | Path) -> list[str]:

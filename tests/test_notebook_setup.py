@@ -1,8 +1,16 @@
 """The notebooks' first cell: small or full mode, separate folders, messages for missing files."""
 
 import pytest
+import torch
 
-from ddpm_lib.notebook import find_root, require, setup_notebook
+from ddpm_lib.notebook import (
+    TrainingInterrupted,
+    find_root,
+    finished_run,
+    require,
+    resumable,
+    setup_notebook,
+)
 
 
 def test_small_mode_comes_from_the_environment(monkeypatch):
@@ -36,3 +44,27 @@ def test_a_missing_file_names_the_notebook_that_makes_it(tmp_path):
     assert "best_model.pt" in str(error.value)
     (tmp_path / "best_model.pt").write_text("")
     assert require(tmp_path / "best_model.pt", "03_train.ipynb") == tmp_path / "best_model.pt"
+
+
+def test_a_finished_run_is_not_trained_again_and_says_how_to_go_on(tmp_path):
+    checkpoints, samples = tmp_path / "checkpoints", tmp_path / "samples"
+    assert finished_run(checkpoints, samples, 64) is None  # nothing yet: train
+    checkpoints.mkdir()
+    torch.save({"step": 32, "epoch": 1.0}, checkpoints / "last.pt")
+    torch.save({"step": 32, "epoch": 1.0}, checkpoints / "best_model.pt")
+    assert finished_run(checkpoints, samples, 64) is None  # half way: go on
+    torch.save({"step": 64, "epoch": 2.0}, checkpoints / "last.pt")
+    message = finished_run(checkpoints, samples, 64)
+    assert "best_model.pt" in message and "step 32" in message and "epoch 1.0" in message
+    assert "epochs" in message and "last.pt" in message  # train on: raise epochs, it resumes
+    assert f"delete {checkpoints} and {samples}" in message  # start over
+    assert finished_run(checkpoints, samples, 128) is None  # more epochs asked for: go on
+
+
+def test_an_interrupt_in_a_notebook_is_one_line_naming_last_pt():
+    with pytest.raises(TrainingInterrupted) as error, resumable():
+        raise KeyboardInterrupt
+    (line,) = error.value._render_traceback_()
+    assert "last.pt" in line and "--resume" not in line
+    with resumable():
+        pass  # no interrupt: nothing happens
