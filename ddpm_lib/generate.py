@@ -63,14 +63,14 @@ def to_pixels(images: torch.Tensor) -> torch.Tensor:
 def sample_batch(model: NoisePredictor, schedule: NoiseSchedule, shape: tuple[int, ...],
                  seed: int, batch: int, sampler: str = "ddpm", sampling_steps: int | None = None,
                  device: torch.device | str = "cpu", variance: str | None = None,
-                 clip_denoised: bool = True) -> torch.Tensor:
+                 clip_denoised: bool = True, progress: bool = False) -> torch.Tensor:
     """Batch ``batch`` of a run seeded ``seed`` (bf16 on CUDA); its noise comes from a generator
-    seeded from (seed, batch), so any batch can be redone alone."""
+    seeded from (seed, batch), so any batch can be redone alone. ``progress``: a bar of steps."""
     device = torch.device(device)
     generator = runtime.generator_for(seed, runtime.Stream.GENERATE, batch, device=device)
     with runtime.autocast_for(device):
         return sample(model, schedule, shape, sampler, sampling_steps, generator, device,
-                      clip_denoised=clip_denoised, variance=variance)[0]
+                      progress=progress, clip_denoised=clip_denoised, variance=variance)[0]
 
 
 def provenance(loaded: LoadedCheckpoint, sampler: str, sampling_steps: int, seed: int,
@@ -170,7 +170,8 @@ def generate_images(loaded: LoadedCheckpoint, output_dir: str | Path, num_images
             if done.issuperset(paths):
                 continue
             images = sample_batch(model, loaded.schedule, (len(paths), 3, size, size), seed,
-                                  batch, sampler, sampling_steps, device, variance)
+                                  batch, sampler, sampling_steps, device, variance,
+                                  progress=num_images <= batch_size)  # one batch: its steps
             pixels = to_pixels(images).permute(0, 2, 3, 1).cpu().numpy()
             for image, path in zip(pixels, paths, strict=True):
                 writes.append(writer.submit(write_png, image, path, metadata))
