@@ -64,8 +64,9 @@ def sample_batch(model: NoisePredictor, schedule: NoiseSchedule, shape: tuple[in
                  seed: int, batch: int, sampler: str = "ddpm", sampling_steps: int | None = None,
                  device: torch.device | str = "cpu", variance: str | None = None,
                  clip_denoised: bool = True, progress: bool = False) -> torch.Tensor:
-    """Batch ``batch`` of a run seeded ``seed`` (bf16 on CUDA); its noise comes from a generator
-    seeded from (seed, batch), so any batch can be redone alone. ``progress``: a bar of steps."""
+    """Batch ``batch`` of a run seeded ``seed`` (autocast per device); its noise comes from a
+    generator seeded from (seed, batch), so any batch can be redone alone. ``progress``: a bar
+    of its steps."""
     device = torch.device(device)
     generator = runtime.generator_for(seed, runtime.Stream.GENERATE, batch, device=device)
     with runtime.autocast_for(device):

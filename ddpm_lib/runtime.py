@@ -1,4 +1,4 @@
-"""Where and how the work runs: the device, bf16 autocast, seeded random streams, torch.compile."""
+"""Where and how the work runs: the device, its precision, seeded random streams, torch.compile."""
 
 import tempfile
 from contextlib import AbstractContextManager, nullcontext

@@ -319,7 +319,8 @@ class Training:
             for part, key in ((self.model, "model"), (self.ema.module, "ema_model"),
                               (self.optimizer, "optimizer"), (self.lr_schedule, "lr_scheduler"),
                               (self.scaler, "grad_scaler")):
-                part.load_state_dict(state.get(key, {}))
+                if state.get(key):  # a scaler saved unused (bf16, fp32) holds nothing
+                    part.load_state_dict(state[key])
             self.ema.n_averaged.fill_(state["ema_num_averaged"])
             self.step, self.best_eval_loss = state["step"], state["best_eval_loss"]
             self.earlier_wall_seconds = state["wall_seconds"]
