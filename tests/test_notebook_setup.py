@@ -1,4 +1,5 @@
-"""The notebooks' first cell: small or full mode, separate folders, messages for missing files."""
+"""The notebooks' first cell: small or full mode, separate folders, messages for missing files;
+03's rerun and interrupt messages (Colab: tests/test_colab.py)."""
 
 import pytest
 import torch
@@ -68,3 +69,20 @@ def test_an_interrupt_in_a_notebook_is_one_line_naming_last_pt():
     assert "last.pt" in line and "--resume" not in line
     with resumable():
         pass  # no interrupt: nothing happens
+
+
+def test_a_run_that_its_time_budget_cut_short_is_finished(tmp_path):
+    checkpoints, samples = tmp_path / "checkpoints", tmp_path / "samples"
+    checkpoints.mkdir()
+    asked = 40 * 32  # 40 epochs of 32 steps asked for; the budget fitted 3
+    cut = {"time_budget": 40.0, "epochs": 3}
+    torch.save({"step": 64, "epoch": 2.0, "config": cut}, checkpoints / "last.pt")
+    torch.save({"step": 64, "epoch": 2.0}, checkpoints / "best_model.pt")
+    assert finished_run(checkpoints, samples, asked) is None  # interrupted within the budget
+    torch.save({"step": 96, "epoch": 3.0, "config": cut}, checkpoints / "last.pt")
+    message = finished_run(checkpoints, samples, asked)
+    assert "time_budget" in message and "3 epochs" in message and "raise `epochs`" not in message
+    assert f"delete {checkpoints} and {samples}" in message
+    no_budget = {"time_budget": 0.0, "epochs": 3}
+    torch.save({"step": 96, "epoch": 3.0, "config": no_budget}, checkpoints / "last.pt")
+    assert finished_run(checkpoints, samples, asked) is None  # 3 of 40 epochs: go on
