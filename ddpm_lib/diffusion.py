@@ -1,5 +1,6 @@
 """The forward process, the loss and the samplers: DDPM (Ho et al. 2020), DDIM (Song et al. 2021),
-strided ancestral (Nichol & Dhariwal 2021), DPM-Solver++ (Lu et al. 2022). Images are in [-1, 1];
+strided ancestral (Nichol & Dhariwal 2021), DPM-Solver++ (Lu et al. 2022), each with
+classifier-free guidance (Ho & Salimans 2022) for a class-conditional ε_θ. Images are in [-1, 1];
 t is 0-based (``betas[t]`` is the paper's β_{t+1}); a sampler starts from noise at "t = T", and
 ``return_steps`` calls t the state after the step from t. Random draws take a torch.Generator."""
 
@@ -60,20 +61,29 @@ def q_posterior_mean_variance(schedule: NoiseSchedule, x0: torch.Tensor, x_t: to
 
 def diffusion_loss(model: NoisePredictor, schedule: NoiseSchedule, x0: torch.Tensor,
                    generator: torch.Generator | None = None, min_snr_gamma: float = 0.0,
-                   part: tuple[int, int] = (0, 1)) -> torch.Tensor:
+                   part: tuple[int, int] = (0, 1), labels: torch.Tensor | None = None,
+                   label_dropout: float = 0.0) -> torch.Tensor:
     """The simplified objective (DDPM eq. 14, Algorithm 1), t then ε drawn from ``generator``:
     L_simple = E_{t, x_0, ε} ‖ε - ε_θ(√ᾱ_t x_0 + √(1-ᾱ_t) ε, t)‖²,  t ~ U{0 … T-1}.
     With ``min_snr_gamma`` = γ > 0 each example's error is weighted by min(SNR_t, γ) / SNR_t
     (Min-SNR-γ, Hang et al. 2023): the nearly noise-free steps count less. ``part`` = (k, n):
     ``x0`` is rows k, k + n, … of a batch n times larger, and t and ε are drawn for that batch,
-    then cut the same way, so n processes draw together what one process would."""
+    then cut the same way, so n processes draw together what one process would. With
+    ``labels`` c (B,) the model is ε_θ(x_t, t, c), each label dropped to ∅ (-1) with
+    probability ``label_dropout`` = p_uncond (a third draw, u < p_uncond, u ~ U[0, 1)), so one
+    network learns ε_θ(x_t, t, ∅) too (Ho & Salimans 2022, Algorithm 1)."""
     k, n = part
     draws = n * len(x0)
     t = torch.randint(0, schedule.num_timesteps, (draws,), device=x0.device, generator=generator)
     noise = torch.randn((draws, *x0.shape[1:]), device=x0.device, dtype=x0.dtype,
                         generator=generator)
     t, noise = t[k::n], noise[k::n]
-    predicted_noise = model(q_sample(schedule, x0, t, noise), t)
+    x_t = q_sample(schedule, x0, t, noise)
+    if labels is None:
+        predicted_noise = model(x_t, t)
+    else:
+        dropped = torch.rand(draws, device=x0.device, generator=generator)[k::n] < label_dropout
+        predicted_noise = model(x_t, t, labels.masked_fill(dropped, -1))
     if min_snr_gamma <= 0:
         return F.mse_loss(predicted_noise.float(), noise.float())
     per_example = (predicted_noise.float() - noise.float()).square().flatten(1).mean(dim=1)
@@ -274,14 +284,35 @@ def dpm_solver_sample(model: NoisePredictor, schedule: NoiseSchedule, shape: Seq
     return run_chain(step, taus, schedule, shape, generator, device, return_steps, progress)
 
 
+def classifier_free_guidance(model: Callable[..., torch.Tensor], labels: torch.Tensor,
+                             guidance: float) -> NoisePredictor:
+    """The guided noise prediction for labels c (B,) at strength w = ``guidance`` ≥ 0
+    (Ho & Salimans 2022, eq. 6), one network call on the doubled batch [c, ∅]:
+    ε̃(x_t, t) = (1 + w) ε_θ(x_t, t, c) − w ε_θ(x_t, t, ∅).
+    w = 0 is the conditional model alone (one call on the batch); larger w, truer digits, less
+    variety. A drop-in NoisePredictor: every sampler samples p(x | c) with it."""
+    def guided(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        if guidance == 0:
+            return model(x, t, labels)
+        both = model(torch.cat([x, x]), torch.cat([t, t]),
+                     torch.cat([labels, torch.full_like(labels, -1)])).float()
+        conditional, unconditional = both.chunk(2)
+        return (1 + guidance) * conditional - guidance * unconditional
+    return guided
+
+
 def sample(model: NoisePredictor, schedule: NoiseSchedule, shape: Sequence[int],
            sampler: str = "ddpm", num_steps: int | None = None,
            generator: torch.Generator | None = None, device: torch.device | str = "cpu",
            return_steps: Sequence[int] = (), progress: bool = False, clip_denoised: bool = True,
-           variance: str | None = None) -> Samples:
+           variance: str | None = None, labels: torch.Tensor | None = None,
+           guidance: float = 0.0) -> Samples:
     """Run ``sampler``: "ddpm" (all T steps), "ddim" (η = 0), "ancestral", "dpm++" or "dpm++sde"
     (:func:`dpm_solver_sample`, stochastic) over ``num_steps`` (default :data:`DEFAULT_STEPS`).
-    ``variance`` (default "small") is σ_t² of ddpm and ancestral; the others ignore it."""
+    ``variance`` (default "small") is σ_t² of ddpm and ancestral; the others ignore it.
+    ``labels`` (B,): a class-conditional ``model`` guided by :func:`classifier_free_guidance`."""
+    if labels is not None:
+        model = classifier_free_guidance(model, labels.to(device), guidance)
     if sampler not in SAMPLERS:
         raise ValueError(f"unknown sampler {sampler!r}; choose one of {', '.join(SAMPLERS)}")
     variance = variance or "small"

@@ -124,6 +124,14 @@ def classify(model: DigitClassifier, images: torch.Tensor) -> tuple[torch.Tensor
     return features, F.softmax(model.head(features), dim=1)
 
 
+def label_fidelity(images: torch.Tensor, labels: torch.Tensor, classifier: DigitClassifier
+                   ) -> float:
+    """The share of uint8 ``images`` (N, C, 28, 28) that the classifier assigns to the digit
+    asked for, ``labels`` (N,): 1/N Σ_i 1[argmax_c p(c | x_i) = c_i]."""
+    _, probabilities = classify(classifier, images)
+    return (probabilities.argmax(dim=1).cpu() == labels.cpu()).double().mean().item()
+
+
 def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray,
                      sigma2: np.ndarray) -> float:
     """d² = ||μ1 − μ2||² + Tr(Σ1 + Σ2 − 2 (Σ1 Σ2)^{1/2}) by pytorch-fid's own function."""

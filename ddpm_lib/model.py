@@ -2,7 +2,9 @@
 images, with a sinusoidal time embedding, residual blocks with GroupNorm and SiLU, skips from
 every encoder block to the decoder, and self-attention at the lowest resolution (7×7 = 49).
 With ``patch_size`` p > 1 the network works on p×p patches folded into channels (28×28×3 →
-14×14×12 for p = 2, as U-ViT and DiT do), and unfolds its output at the end."""
+14×14×12 for p = 2, as U-ViT and DiT do), and unfolds its output at the end. With
+``num_classes`` > 0 it is ε_θ(x_t, t, c): a learned class embedding is added to the time
+embedding (as in Dhariwal & Nichol 2021), the label -1 standing for "no class" (∅)."""
 
 from __future__ import annotations
 
@@ -27,6 +29,7 @@ class UNetConfig:
     attention_at_bottom: bool = True
     norm_groups: int = 8
     patch_size: int = 1
+    num_classes: int = 0  # 0: unconditional (the assignment's network)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "channel_mults", tuple(self.channel_mults))
@@ -102,7 +105,8 @@ class Resample(nn.Module):
 
 
 class UNet(nn.Module):
-    """ε_θ(x_t, t): predicts the noise in ``x_t`` (B, C, H, W) at integer timesteps ``t`` (B,).
+    """ε_θ(x_t, t): predicts the noise in ``x_t`` (B, C, H, W) at integer timesteps ``t`` (B,);
+    with ``num_classes`` > 0, ε_θ(x_t, t, c) for labels ``c`` (B,) in {0 … K-1} or -1 (∅).
 
     Encoder: at each resolution ``num_res_blocks`` residual blocks of width base_dim × mult,
     then a halving (except at the lowest). Middle: block, attention, block. Decoder: the mirror
@@ -115,6 +119,9 @@ class UNet(nn.Module):
         time_dim = 4 * config.time_emb_dim
         self.time_mlp = nn.Sequential(nn.Linear(config.time_emb_dim, time_dim), nn.SiLU(),
                                       nn.Linear(time_dim, time_dim))
+        # K classes and ∅ (its last row): only a conditional net has it, so old checkpoints load
+        self.class_embedding = (nn.Embedding(config.num_classes + 1, time_dim)
+                                if config.num_classes else None)
         patch_channels = config.image_channels * config.patch_size**2
         self.input_conv = nn.Conv2d(patch_channels, config.base_dim, 3, padding=1)
 
@@ -147,8 +154,15 @@ class UNet(nn.Module):
         self.output = nn.Sequential(nn.GroupNorm(groups, channels), nn.SiLU(),
                                     nn.Conv2d(channels, patch_channels, 3, padding=1))
 
-    def forward(self, x: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, timesteps: torch.Tensor,
+                labels: torch.Tensor | None = None) -> torch.Tensor:
         time_emb = self.time_mlp(sinusoidal_time_embedding(timesteps, self.config.time_emb_dim))
+        if self.class_embedding is not None:  # emb(t) + emb(c); None or -1: ∅, row K
+            labels = timesteps.new_full(timesteps.shape, -1) if labels is None else labels
+            time_emb = time_emb + self.class_embedding(labels.where(labels >= 0,
+                                                                    self.config.num_classes))
+        elif labels is not None:
+            raise ValueError("this UNet is unconditional (num_classes 0): it takes no labels")
         h = self.input_conv(F.pixel_unshuffle(x, self.config.patch_size))
         skips = [h]
         for layer in self.encoder:
