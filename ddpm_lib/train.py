@@ -100,6 +100,11 @@ class TrainConfig:
     precision: str = arg("auto", "autocast: auto is bf16 on GPUs of compute capability ≥ 8.0, "
                          "fp16 with a gradient scaler below, fp32 on CPUs",
                          choices=runtime.PRECISIONS)
+    class_conditional: bool = arg(False, "learn ε_θ(x_t, t, c) for the digit c of each image's "
+                                  "folder, for classifier-free guidance (generate --digit)")
+    label_dropout: float = arg(0.1, "with --class_conditional: share of labels dropped to ∅ "
+                               "(p_uncond; Ho & Salimans 2022 found 0.1–0.2 best)",
+                               at_least=0, below=1)
 
     def __post_init__(self) -> None:
         """Refuse impossible settings, naming each flag to change."""
@@ -119,7 +124,8 @@ class TrainConfig:
     def model_config(self) -> UNetConfig:
         return UNetConfig(image_size=self.image_size, base_dim=self.base_dim,
                           time_emb_dim=self.time_emb_dim, channel_mults=self.channel_mults,
-                          patch_size=self.patch_size)
+                          patch_size=self.patch_size,
+                          num_classes=10 if self.class_conditional else 0)
 
     def noise_schedule(self) -> NoiseSchedule:
         return make_schedule(self.schedule, self.timesteps, self.beta_start, self.beta_end)
@@ -177,14 +183,18 @@ def optimization_step(trained: torch.nn.Module, ema: AveragedModel,
                       optimizer: torch.optim.Optimizer, schedule: NoiseSchedule, x0: torch.Tensor,
                       generator: torch.Generator, grad_clip: float,
                       min_snr_gamma: float = 0.0, part: tuple[int, int] = (0, 1),
-                      precision: str = "auto", scaler: GradScaler | None = None) -> torch.Tensor:
+                      precision: str = "auto", scaler: GradScaler | None = None,
+                      labels: torch.Tensor | None = None, label_dropout: float = 0.0
+                      ) -> torch.Tensor:
     """Algorithm 1 on ``x0`` in [-1, 1]: L_simple (autocast per ``precision``; Min-SNR-γ
-    weighted if ``min_snr_gamma`` > 0), backward (through ``scaler`` for fp16), the gradients
+    weighted if ``min_snr_gamma`` > 0; given ``labels``, each dropped to ∅ with probability
+    ``label_dropout``), backward (through ``scaler`` for fp16), the gradients
     averaged over the processes (``x0`` is ``part`` (k, n) of the batch: see
     ``diffusion_loss``), gradient clipping, AdamW (skipped by the scaler on overflow), EMA."""
     scaler = scaler or GradScaler(x0.device.type, enabled=False)
     with autocast_for(x0.device, precision):
-        loss = diffusion_loss(trained, schedule, x0, generator, min_snr_gamma, part)
+        loss = diffusion_loss(trained, schedule, x0, generator, min_snr_gamma, part, labels,
+                              label_dropout)
     optimizer.zero_grad(set_to_none=True)
     scaler.scale(loss).backward()
     if part[1] > 1:
@@ -200,9 +210,11 @@ def optimization_step(trained: torch.nn.Module, ema: AveragedModel,
 
 @torch.no_grad()
 def fixed_eval_loss(model: torch.nn.Module, schedule: NoiseSchedule, images: torch.Tensor,
-                    seed: int, batch_size: int = 256, precision: str = "auto") -> float:
-    """L_simple on fixed uint8 ``images``, timesteps t_i = ⌊i·T/N⌋ and noise drawn from ``seed``:
-    comparable from one evaluation to the next. It picks best_model.pt."""
+                    seed: int, batch_size: int = 256, precision: str = "auto",
+                    labels: torch.Tensor | None = None) -> float:
+    """L_simple on fixed uint8 ``images`` (and their ``labels``, for ε_θ(x_t, t, c)), timesteps
+    t_i = ⌊i·T/N⌋ and noise drawn from ``seed``: comparable from one evaluation to the next.
+    It picks best_model.pt."""
     noise = torch.randn(images.shape, generator=generator_for(seed, Stream.EVAL_NOISE))
     noise, total = noise.to(images.device), 0.0
     timesteps = (torch.arange(len(images)) * schedule.num_timesteps // len(images))
@@ -210,7 +222,8 @@ def fixed_eval_loss(model: torch.nn.Module, schedule: NoiseSchedule, images: tor
         batch = slice(start, start + batch_size)
         x0, t, eps = to_model_range(images[batch]), timesteps[batch].to(images.device), noise[batch]
         with autocast_for(images.device, precision):
-            predicted = model(q_sample(schedule, x0, t, eps), t)
+            x_t = q_sample(schedule, x0, t, eps)
+            predicted = model(x_t, t) if labels is None else model(x_t, t, labels[batch])
         total += torch.nn.functional.mse_loss(predicted.float(), eps, reduction="sum").item()
     return total / noise.numel()
 
@@ -263,7 +276,8 @@ def load_resume_state(config: TrainConfig) -> dict[str, Any] | None:
 
 #: What the optimizer, the EMA and the data order were built with: fixed for a resumed run.
 OPTIMISATION_KEYS = ("lr", "batch_size", "warmup_steps", "lr_schedule", "weight_decay",
-                     "ema_decay", "grad_clip", "min_snr_gamma", "seed", "max_images")
+                     "ema_decay", "grad_clip", "min_snr_gamma", "seed", "max_images",
+                     "class_conditional", "label_dropout")
 
 
 def refuse_changed_optimisation(saved: dict[str, Any], config: TrainConfig, path: Path) -> None:
@@ -344,6 +358,11 @@ class Training:
             raise ValueError(f"{config.data_path} holds no images of the digit(s) {missing} "
                              f"(its folder {missing[0]}/ is empty or missing): rebuild it with "
                              f"python -m ddpm_lib.data")
+        labels = torch.tensor(folder.labels)[: config.max_images or None]
+        if config.class_conditional and (labels < 0).any():
+            raise ValueError(f"--class_conditional reads each image's digit from its folder, but "
+                             f"{config.data_path} holds PNGs outside the folders 0/ … 9/: "
+                             f"rebuild it with python -m ddpm_lib.data")
         images = folder.load_all(progress=self.is_main)
         images = images[: config.max_images or None]
         if len(images) < config.batch_size:
@@ -352,7 +371,10 @@ class Training:
         order = torch.randperm(len(images), generator=generator_for(config.seed,
                                                                     Stream.EVAL_IMAGES))
         self.images = images.to(self.device)
-        self.eval_images = self.images[order[: config.num_eval_images].to(self.device)]
+        evaluated = order[: config.num_eval_images].to(self.device)
+        self.eval_images = self.images[evaluated]
+        self.labels = labels.to(self.device) if config.class_conditional else None
+        self.eval_labels = None if self.labels is None else self.labels[evaluated]
         self.steps_per_epoch = len(images) // config.batch_size
         self.budget_fit_step = min(self.steps_per_epoch, max(20, config.warmup_steps))
         self.total_steps = min(config.epochs * self.steps_per_epoch, config.max_steps or math.inf)
@@ -365,6 +387,8 @@ class Training:
             return self.model
         started = time.perf_counter()
         example = example_batch(config.batch_size // self.world_size, config.image_size, device)
+        if self.labels is not None:  # the labels: the graph's third input
+            example = (*example, torch.zeros_like(example[1]))
         trained = compile_with_fallback(self.model, example, backward=True,
                                         cuda_graphs=device.type == "cuda",
                                         precision=self.precision)
@@ -389,7 +413,9 @@ class Training:
         started = time.perf_counter()
         for batch in batches:
             indices = order[batch * config.batch_size : (batch + 1) * config.batch_size]
-            x0 = to_model_range(self.images[indices[self.rank :: self.world_size]])
+            rows = indices[self.rank :: self.world_size]
+            x0 = to_model_range(self.images[rows])
+            labels = None if self.labels is None else self.labels[rows]
             # the whole batch's t and ε from (seed, step) alone: a resumed run draws what an
             # unbroken one would, on any number of processes (the 0: rank 0's stream of old)
             generator = generator_for(config.seed, Stream.TRAIN_NOISE, self.step, 0,
@@ -397,7 +423,8 @@ class Training:
             runtime.next_step()
             loss = optimization_step(self.trained, self.ema, self.optimizer, self.noise_schedule,
                                      x0, generator, config.grad_clip, config.min_snr_gamma,
-                                     (self.rank, self.world_size), self.precision, self.scaler)
+                                     (self.rank, self.world_size), self.precision, self.scaler,
+                                     labels, config.label_dropout)
             self.lr_schedule.step()
             self.step += 1
             if config.time_budget and self.step == self.budget_fit_step:
@@ -481,7 +508,8 @@ class Training:
         if not torch.stack([w.isfinite().all() for w in weights]).all():
             self.diverged(f"the weights became non-finite by step {self.step}")
         self.eval_loss = fixed_eval_loss(self.ema.module, self.noise_schedule, self.eval_images,
-                                         self.config.seed, precision=self.precision)
+                                         self.config.seed, precision=self.precision,
+                                         labels=self.eval_labels)
         is_best = self.eval_loss < self.best_eval_loss
         self.best_eval_loss = min(self.best_eval_loss, self.eval_loss)
         state, whole_epochs = self.checkpoint_state(), self.step // self.steps_per_epoch
@@ -513,7 +541,8 @@ class Training:
                 "wall_seconds": self.earlier_wall_seconds + time.perf_counter() - self.started}
 
     def save_samples(self) -> None:
-        """An 8-wide grid of 64 EMA samples, from the same noise every time."""
+        """An 8-wide grid of 64 EMA samples, from the same noise every time (class-conditional:
+        ε_θ(x_t, t, ∅), the unconditional samples)."""
         config, size = self.config, self.config.image_size
         generator = generator_for(config.seed, Stream.SAMPLE_GRID, device=self.device)
         with autocast_for(self.device, self.precision):
@@ -570,10 +599,11 @@ def build_parser() -> argparse.ArgumentParser:
     for item in fields(TrainConfig):  # choices are checked by TrainConfig, in one line
         options = {key: item.metadata[key] for key in ("nargs", "const", "type")
                    if key in item.metadata}
+        kind = ({"action": argparse.BooleanOptionalAction} if isinstance(item.default, bool)
+                else {"type": str if item.default is None else type(item.default)})  # --no-flag
         choices = f" ({', '.join(item.metadata['choices'])})" if "choices" in item.metadata else ""
         parser.add_argument(f"--{item.name}", default=item.default, help=item.metadata["help"]
-                            + choices, **{"type": str if item.default is None
-                                          else type(item.default), **options})
+                            + choices, **{**kind, **options})
     return parser
 
 

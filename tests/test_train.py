@@ -236,6 +236,8 @@ def test_every_config_field_is_a_flag_with_help_and_its_default():
     assert all(actions[f.name].help and actions[f.name].default == f.default
                for f in fields(TrainConfig))
     assert parser.parse_args(["--lr", "1e-3", "--timesteps", "20"]).lr == 1e-3
+    assert parser.parse_args(["--class_conditional"]).class_conditional is True  # a switch
+    assert parser.parse_args([]).class_conditional is False
 
 
 @pytest.mark.parametrize("flag, value", [("lr", "0"), ("schedule", "quadratic"),
