@@ -1,4 +1,5 @@
-"""Generate the graded PNGs from a checkpoint, or (``--mode visualize``) the report's grid."""
+"""Generate the graded PNGs from a checkpoint, or (``--mode visualize``) the report's grid;
+from a class-conditional checkpoint, ``--digit D|all`` with ``--guidance W``."""
 
 from __future__ import annotations
 
@@ -60,31 +61,69 @@ def to_pixels(images: torch.Tensor) -> torch.Tensor:
     return ((images.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
 
 
+def class_labels(digit: str | None, count: int, num_classes: int,
+                 guidance: float = 0.0) -> torch.Tensor | None:
+    """The labels (count,) of ``--digit``: None (unconditional), all ``digit``, or for "all" a
+    balanced set in a fixed order, image i (from 0) showing i mod 10. ValueError, naming the
+    flag, for a digit that is not 0 … 9, guidance < 0 or without --digit, an unconditional net."""
+    if guidance < 0:
+        raise ValueError(f"--guidance {guidance}: w must be >= 0 (0: no guidance)")
+    if guidance and digit is None:
+        raise ValueError(f"--guidance {guidance} guides toward a --digit: give one (or all)")
+    if digit is None:
+        return None
+    if not num_classes:
+        raise ValueError(f"--digit {digit}: this checkpoint is unconditional; train one with "
+                         f"python -m ddpm_lib.train --class_conditional")
+    if digit == "all":
+        return torch.arange(count) % num_classes
+    if not (str(digit).isdecimal() and int(digit) < num_classes):
+        raise ValueError(f"--digit {digit}: choose 0 … {num_classes - 1}, or all")
+    return torch.full((count,), int(digit))
+
+
 def sample_batch(model: NoisePredictor, schedule: NoiseSchedule, shape: tuple[int, ...],
                  seed: int, batch: int, sampler: str = "ddpm", sampling_steps: int | None = None,
                  device: torch.device | str = "cpu", variance: str | None = None,
-                 clip_denoised: bool = True, progress: bool = False) -> torch.Tensor:
+                 clip_denoised: bool = True, progress: bool = False,
+                 labels: torch.Tensor | None = None, guidance: float = 0.0) -> torch.Tensor:
     """Batch ``batch`` of a run seeded ``seed`` (autocast per device); its noise comes from a
     generator seeded from (seed, batch), so any batch can be redone alone. ``progress``: a bar
-    of its steps."""
+    of its steps. ``labels``: guided by ``guidance`` (``diffusion.classifier_free_guidance``)."""
     device = torch.device(device)
     generator = runtime.generator_for(seed, runtime.Stream.GENERATE, batch, device=device)
     with runtime.autocast_for(device):
         return sample(model, schedule, shape, sampler, sampling_steps, generator, device,
-                      progress=progress, clip_denoised=clip_denoised, variance=variance)[0]
+                      progress=progress, clip_denoised=clip_denoised, variance=variance,
+                      labels=labels, guidance=guidance)[0]
+
+
+def network_for_sampling(model: UNet, compile: str, device: torch.device, batch: int,
+                         conditional: bool, guidance: float = 0.0) -> NoisePredictor:
+    """``model``, torch.compiled per ``compile`` for calls on ``batch`` images (with labels if
+    ``conditional``; 2 × ``batch`` under guidance, the doubled batch [c, ∅])."""
+    if not runtime.should_compile(compile, device):
+        return model
+    batch *= 2 if conditional and guidance else 1
+    example = runtime.example_batch(batch, model.config.image_size, device)
+    example = (*example, torch.zeros_like(example[1])) if conditional else example
+    return runtime.compile_with_fallback(model, example, backward=False)
 
 
 def provenance(loaded: LoadedCheckpoint, sampler: str, sampling_steps: int, seed: int,
-               batch_size: int, device: torch.device, variance: str | None) -> dict:
+               batch_size: int, device: torch.device, variance: str | None,
+               digit: str | None = None, guidance: float = 0.0) -> dict:
     """All that fixes a generated set's pixels, kept as JSON in each PNG's "Source" text: the
     checkpoint (its file's sha256) and weights, the sampler, its steps and σ_t², the seed, the
-    batch size (a batch's noise is drawn at once), the device type (bf16 on CUDA), the version."""
+    batch size (a batch's noise is drawn at once), the device type (bf16 on CUDA), the version;
+    the digit and guidance of a conditional set."""
     return {"checkpoint": f"{loaded.path.name} step {loaded.step} sha256 {loaded.sha256[:12]}",
             "weights": loaded.weights, "sampler": sampler,
             "steps": loaded.schedule.num_timesteps if sampler == "ddpm" else sampling_steps,
             "variance": (variance or "small") if sampler in ("ddpm", "ancestral") else None,
             "seed": seed, "batch_size": batch_size, "device": device.type,
-            "ddpm_lib": __version__}
+            "ddpm_lib": __version__,
+            **({} if digit is None else {"digit": str(digit), "guidance": guidance})}
 
 
 def read_provenance(path: Path, image_size: int) -> dict:
@@ -143,11 +182,14 @@ def write_png(pixels: np.ndarray, path: Path, metadata: PngInfo) -> None:
 def generate_images(loaded: LoadedCheckpoint, output_dir: str | Path, num_images: int = 10000,
                     batch_size: int = 64, sampler: str = "ddpm", sampling_steps: int = 50,
                     seed: int = 0, device: torch.device | str = "cpu", compile: str = "no",
-                    variance: str | None = None) -> dict:
+                    variance: str | None = None, digit: str | None = None,
+                    guidance: float = 0.0) -> dict:
     """Write ``num_images`` :func:`sample_batch`es as ``00001.png`` … into ``output_dir``, each
     with its :func:`provenance`. A rerun continues only a set of the same provenance (else
     ValueError before sampling), redoing each batch with a file missing or cut short: the
-    images an unbroken run writes. Returns timings."""
+    images an unbroken run writes. ``digit`` and ``guidance``: see :func:`class_labels`.
+    Returns timings."""
+    labels = class_labels(digit, num_images, loaded.model.config.num_classes, guidance)
     if num_images < 1 or batch_size < 1:
         raise ValueError(f"--num_images {num_images} and --batch_size {batch_size}: need >= 1")
     if sampler != "ddpm" and not 1 <= sampling_steps <= loaded.schedule.num_timesteps:
@@ -155,14 +197,14 @@ def generate_images(loaded: LoadedCheckpoint, output_dir: str | Path, num_images
                          f"{loaded.schedule.num_timesteps}")
     output_dir, device = writable_folder(output_dir, "--output_dir"), torch.device(device)
     all_paths = [output_dir / f"{i:05d}.png" for i in range(1, num_images + 1)]
-    made_by = provenance(loaded, sampler, sampling_steps, seed, batch_size, device, variance)
-    size, model, started = loaded.config["image_size"], loaded.model, time.perf_counter()
+    made_by = provenance(loaded, sampler, sampling_steps, seed, batch_size, device, variance,
+                         digit, guidance)
+    size, started = loaded.config["image_size"], time.perf_counter()
     done = files_to_keep(all_paths, made_by, size)
     metadata = PngInfo()
     metadata.add_text("Source", json.dumps(made_by))
-    if runtime.should_compile(compile, device):
-        example = runtime.example_batch(min(batch_size, num_images), size, device)
-        model = runtime.compile_with_fallback(model, example, backward=False)
+    model = network_for_sampling(loaded.model, compile, device, min(batch_size, num_images),
+                                 labels is not None, guidance)
     compile_seconds = time.perf_counter() - started
     writes = []
     with ThreadPoolExecutor(max_workers=4) as writer:
@@ -170,9 +212,11 @@ def generate_images(loaded: LoadedCheckpoint, output_dir: str | Path, num_images
             paths = all_paths[start:start + batch_size]
             if done.issuperset(paths):
                 continue
+            wanted = None if labels is None else labels[start:start + batch_size]
             images = sample_batch(model, loaded.schedule, (len(paths), 3, size, size), seed,
                                   batch, sampler, sampling_steps, device, variance,
-                                  progress=num_images <= batch_size)  # one batch: its steps
+                                  progress=num_images <= batch_size,  # one batch: its steps
+                                  labels=wanted, guidance=guidance)
             pixels = to_pixels(images).permute(0, 2, 3, 1).cpu().numpy()
             for image, path in zip(pixels, paths, strict=True):
                 writes.append(writer.submit(write_png, image, path, metadata))
@@ -194,9 +238,11 @@ def visualization_timesteps(schedule: NoiseSchedule, sampler: str, sampling_step
 
 def visualize_process(loaded: LoadedCheckpoint, output_dir: str | Path, sampler: str = "ddpm",
                       sampling_steps: int = 50, seed: int = 0, device: torch.device | str = "cpu",
-                      variance: str | None = None) -> tuple[list[Path], Figure]:
+                      variance: str | None = None, digit: str | None = None,
+                      guidance: float = 0.0) -> tuple[list[Path], Figure]:
     """The report's 8 × 8 grid, samples × timesteps from noise to image: diffusion_process.png
     (bare, as the assignment's code wrote it) and diffusion_process_labeled.png/.pdf (titled)."""
+    labels = class_labels(digit, 8, loaded.model.config.num_classes, guidance)
     output_dir, device, size = Path(output_dir), torch.device(device), loaded.config["image_size"]
     output_dir.mkdir(parents=True, exist_ok=True)
     timesteps = visualization_timesteps(loaded.schedule, sampler, sampling_steps)
@@ -204,7 +250,7 @@ def visualize_process(loaded: LoadedCheckpoint, output_dir: str | Path, sampler:
     with runtime.autocast_for(device):
         _, kept = sample(loaded.model, loaded.schedule, (8, 3, size, size), sampler,
                          sampling_steps, generator, device, return_steps=timesteps,
-                         progress=True, variance=variance)
+                         progress=True, variance=variance, labels=labels, guidance=guidance)
     steps = {t: x.float().cpu() for t, x in kept.items()}
     grid = torch.stack([steps[t] for t in timesteps], dim=1)  # (samples, columns, C, H, W)
     grid_path = output_dir / "diffusion_process.png"
@@ -223,8 +269,13 @@ def main(argv: list[str] | None = None) -> None:
             ("batch_size", 64, "images sampled at once"),
             ("sampling_steps", 50, "steps of the samplers other than ddpm (all T steps)"),
             ("seed", 0, "seed of the starting noise"),
-            ("device", "auto", "auto (cuda → mps → cpu) or a device")):
+            ("device", "auto", "auto (cuda → mps → cpu) or a device"),
+            ("guidance", 0.0, "with --digit, w of classifier-free guidance, ε = (1 + w) ε(x, t, c)"
+             " − w ε(x, t, ∅); 0: the conditional model alone, one network call a step (larger w:"
+             " surer, less varied digits, two calls a step; bench/bench_guidance.py measures w)")):
         parser.add_argument(f"--{flag}", type=type(default), default=default, help=text)
+    parser.add_argument("--digit", help="a class-conditional checkpoint's digit 0 … 9, or all: "
+                        "a balanced set, image i (from 0) of digit i mod 10 (None: unconditional)")
     for flag, choices, default, text in (
             ("mode", ("generate", "visualize"), "generate", "00001.png …, or an 8 × 8 grid"),
             ("sampler", SAMPLERS, "ddpm", "dpm++: DPM-Solver++(2M); ancestral: DDPM's, strided"),
@@ -247,12 +298,13 @@ def main(argv: list[str] | None = None) -> None:
         if args.mode == "generate":
             report = generate_images(loaded, args.output_dir, args.num_images, args.batch_size,
                                      args.sampler, args.sampling_steps, args.seed, device,
-                                     args.compile, args.variance)
+                                     args.compile, args.variance, args.digit, args.guidance)
             print(f"wrote {report['written']} images ({report['skipped']} already there) in "
                   f"{report['seconds']:.1f} s ({report['compile_seconds']:.1f} s compiling)")
         else:
             paths, _ = visualize_process(loaded, args.output_dir, args.sampler,
-                                         args.sampling_steps, args.seed, device, args.variance)
+                                         args.sampling_steps, args.seed, device, args.variance,
+                                         args.digit, args.guidance)
             print("wrote " + ", ".join(str(p) for p in paths))
     except (OSError, ValueError) as error:
         raise SystemExit(f"error: {error}") from None
