@@ -71,19 +71,35 @@ def example_batch(batch_size: int, image_size: int,
     return images, torch.zeros(batch_size, dtype=torch.long, device=device)
 
 
+class Autocast(torch.nn.Module):
+    """``module`` under autocast to ``precision`` inside its own forward, so that a compiled
+    graph records the dtype: PyTorch's compile cache before 2.12 keyed only whether autocast was
+    on, and served a graph compiled under fp16 to a later bf16 run on the same machine, which
+    then trained in fp16 without a gradient scaler and diverged (pytorch/pytorch#181564)."""
+
+    def __init__(self, module: torch.nn.Module, precision: str) -> None:
+        super().__init__()
+        self.module, self.precision = module, precision
+
+    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+        with autocast_for(inputs[0].device, self.precision):
+            return self.module(*inputs)
+
+
 def compile_with_fallback(module: torch.nn.Module, example_inputs: tuple[torch.Tensor, ...],
                           backward: bool, enabled: bool = True,
                           cuda_graphs: bool = False, precision: str = "auto") -> torch.nn.Module:
-    """``torch.compile(module, dynamic=False)`` probed at once on the example (backward too, its
-    gradients dropped); ``module`` itself if that fails. ``cuda_graphs``: reduce-overhead mode."""
+    """``torch.compile(module, dynamic=False)`` under :class:`Autocast`, probed at once on the
+    example (backward too, its gradients dropped); ``module`` itself if that fails.
+    ``cuda_graphs``: reduce-overhead mode."""
     if not enabled:
         return module
-    compiled = torch.compile(module, dynamic=False, mode="reduce-overhead" if cuda_graphs else None)
+    compiled = torch.compile(Autocast(module, precision), dynamic=False,
+                             mode="reduce-overhead" if cuda_graphs else None)
     try:
         for _ in range(3 if cuda_graphs else 1):  # graphs: recorded on call 2, replayed on 3
             next_step()
-            with torch.set_grad_enabled(backward), autocast_for(example_inputs[0].device,
-                                                                precision):
+            with torch.set_grad_enabled(backward):
                 output = compiled(*example_inputs)
             if backward:
                 output.float().square().mean().backward()
