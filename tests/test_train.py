@@ -2,6 +2,7 @@
 
 import csv
 import importlib
+import time
 from dataclasses import fields, replace
 from pathlib import Path
 
@@ -454,6 +455,25 @@ def test_a_generous_time_budget_changes_nothing(tiny_mnist_rgb, tmp_path):
     assert budget.steps == plain.steps == 10
     assert states_equal(load_checkpoint(tmp_path / "a/checkpoints/last.pt")["model"],
                         load_checkpoint(tmp_path / "b/checkpoints/last.pt")["model"])
+
+
+def test_the_budget_times_its_steps_after_the_first_ones(tiny_mnist_rgb, tmp_path, monkeypatch):
+    """A slow first step (compiling, first replays) must not count as the loop's speed."""
+    step, timed = train_module.optimization_step, []
+    def slow_first_step(*args, **kwargs):
+        if not timed:
+            time.sleep(5.0)
+            timed.append("slept")
+        return step(*args, **kwargs)
+    fit = train_module.Training.fit_time_budget
+    def spy(self, seconds_per_step):
+        timed.append(seconds_per_step)
+        return fit(self, seconds_per_step)
+    monkeypatch.setattr(train_module, "optimization_step", slow_first_step)
+    monkeypatch.setattr(train_module.Training, "fit_time_budget", spy)
+    train(tiny_config(tiny_mnist_rgb, tmp_path, time_budget=60.0))  # fitted at step 5 of 5
+    assert timed[0] == "slept" and len(timed) == 2
+    assert timed[1] < 1.0  # steps 2 → 5: the 5 s of step 1 would make it ≥ 1.25 s a step
 
 
 @pytest.mark.parametrize("flag", ["checkpoint_dir", "sample_dir"])
