@@ -482,8 +482,8 @@ class Training:
             self.lr_schedule = learning_rate_schedule(self.optimizer, config,
                                                       config.epochs * per_epoch, self.step)
         if self.is_main:
-            speed = config.batch_size / seconds_per_step
-            print(f"--time_budget {config.time_budget:g} min: {config.epochs} epochs "
+            speed = config.batch_size / seconds_per_step  # a line of its own under the bar:
+            tqdm.write(f"--time_budget {config.time_budget:g} min: {config.epochs} epochs "
                   f"({config.epochs * per_epoch} steps) fit at {speed:,.0f} images/s; --epochs "
                   f"{config.epochs} without the budget repeats this run")
 
