@@ -386,6 +386,11 @@ class Training:
         config, device = self.config, self.device
         if not runtime.should_compile(config.compile, device, self.precision):
             return self.model
+        if config.compile == "auto" and 0 < config.time_budget < 3:  # measured in BENCHMARKS.md
+            print(f"--time_budget {config.time_budget:g} min: training eagerly, since compiling "
+                  f"takes 1.3-1.6 min of it on a fresh H100 (more on fewer CPU cores) and pays "
+                  f"off only in longer runs; --compile yes compiles anyway")
+            return self.model
         started = time.perf_counter()
         example = example_batch(config.batch_size // self.world_size, config.image_size, device)
         if self.labels is not None:  # the labels: the graph's third input
@@ -600,7 +605,10 @@ def train(config: TrainConfig,
         if dist.is_initialized():
             dist.destroy_process_group()
     images_per_second = run.images_seen / max(run.train_seconds, 1e-9)
-    if run.is_main:
+    if run.is_main and not run.images_seen:  # --resume of a finished run
+        print(f"nothing to train: {run.directory / 'last.pt'} is at step {run.step}, the end of "
+              f"its {config.epochs} epochs; its best_model.pt is ready for generate")
+    elif run.is_main:
         print(f"done: {run.step} steps, {images_per_second:,.0f} images/s; in {run.directory}")
     return TrainResult(run.step, run.step / run.steps_per_epoch, run.eval_loss,
                        run.best_eval_loss, images_per_second)

@@ -449,6 +449,26 @@ def test_a_time_budget_cuts_the_epochs_and_ends_the_learning_rate_at_zero(tiny_m
     assert resumed.steps == 5
 
 
+@pytest.mark.parametrize(("budget", "compiled"), [(2.0, False), (5.0, True), (0.0, True)])
+def test_a_short_budget_trains_eagerly_where_it_would_compile(tiny_mnist_rgb, tmp_path,
+                                                                monkeypatch, budget, compiled):
+    """Compiling takes 1.3-1.6 min on a fresh H100: under 3 minutes, --compile auto skips it."""
+    monkeypatch.setattr(runtime, "should_compile", lambda *args: True)  # as on a GPU
+    monkeypatch.setattr(train_module, "compile_with_fallback", lambda model, *a, **k: "compiled")
+    config = tiny_config(tiny_mnist_rgb, tmp_path, time_budget=budget)
+    training = train_module.Training(config)
+    assert (training.trained == "compiled") == compiled
+
+
+def test_resuming_a_finished_run_says_there_is_nothing_to_train(tiny_mnist_rgb, tmp_path,
+                                                                  capsys):
+    config = tiny_config(tiny_mnist_rgb, tmp_path, epochs=1)
+    train(config)
+    assert train(replace(config, resume="last")).steps == 5
+    out = capsys.readouterr().out
+    assert "nothing to train" in out and "last.pt is at step 5" in out
+
+
 def test_a_generous_time_budget_changes_nothing(tiny_mnist_rgb, tmp_path):
     budget = train(tiny_config(tiny_mnist_rgb, tmp_path / "a", time_budget=60.0))
     plain = train(tiny_config(tiny_mnist_rgb, tmp_path / "b"))
