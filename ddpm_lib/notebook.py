@@ -135,21 +135,28 @@ def require(path: Path, made_by: str, advice: str = "") -> Path:
 
 
 def finished_run(checkpoint_dir: Path, sample_dir: Path, total_steps: int) -> str | None:
-    """None until ``checkpoint_dir/last.pt`` reaches ``total_steps``, or the epochs its
-    ``time_budget`` fitted; then what the run left and how to train on or start over (03 skips
-    training: a rerun would only repeat it)."""
+    """None until ``checkpoint_dir/last.pt`` reaches ``total_steps``, or the end of its own
+    epochs where it cannot train on (a cosine decay ended at zero, or a ``time_budget`` fitted
+    them); then what the run left and how to go on or start over (03 skips training: a rerun
+    would only repeat it)."""
     last, best = Path(checkpoint_dir) / "last.pt", Path(checkpoint_dir) / "best_model.pt"
     if not last.exists():
         return None
     state = torch.load(last, "cpu", weights_only=True)
     saved = state.get("config", {})
-    fitted = bool(saved.get("time_budget")) and state["epoch"] >= saved["epochs"]
-    if state["step"] < total_steps and not fitted:
+    ended = state["epoch"] >= saved.get("epochs", float("inf"))
+    fixed = bool(saved.get("time_budget")) or saved.get("lr_schedule") == "cosine"
+    if state["step"] < total_steps and not (ended and fixed):
         return None
     best = torch.load(best, "cpu", weights_only=True)
-    go_on = (f"Its time_budget of {saved['time_budget']:g} min fitted {saved['epochs']} epochs"
-             if fitted else "To train on, raise `epochs` in the config cell and run the training "
-             "cells again (they continue from last.pt)")
+    if ended and saved.get("time_budget"):
+        go_on = f"Its time_budget of {saved['time_budget']:g} min fitted {saved['epochs']} epochs"
+    elif ended and fixed:
+        go_on = (f"Its learning rate decayed to zero over its {saved['epochs']} epochs, so it "
+                 f"cannot train on")
+    else:
+        go_on = ("To train on, raise `epochs` in the config cell and run the training cells "
+                 "again (they continue from last.pt)")
     return (f"Already trained, so not trained again: {checkpoint_dir}/best_model.pt is from step "
             f"{best['step']:,} (epoch {best['epoch']:.1f}). {go_on}; to start over, delete "
             f"{checkpoint_dir} and {sample_dir}.")

@@ -138,13 +138,17 @@ class LiveLossPlot:
 
     def __init__(self, total_steps: int, redraws: int = 30):
         from IPython.display import display
-        self.total, self.every = total_steps, max(1, total_steps // redraws)
+        self.total, self.redraws, self.every = total_steps, redraws, max(1, total_steps // redraws)
         self.rows, self.evals, self.drawn = [], [], 0
         self.figure = plot_loss_curve([])
         plt.close(self.figure)
         self.handle = display(self.figure, display_id=True)
 
     def __call__(self, event: dict) -> None:
+        if event["kind"] == "budget":  # the steps a --time_budget fitted
+            self.total = event["total_steps"]
+            self.every = max(1, self.total // self.redraws)
+            return
         self.rows += [{"step": r["step"], "loss": float(r["loss"])} for r in event.get("rows", ())]
         self.evals += [event] if event["kind"] == "eval" else []
         step = self.rows[-1]["step"] if self.rows else 0

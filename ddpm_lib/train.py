@@ -487,6 +487,8 @@ class Training:
             self.lr_schedule = learning_rate_schedule(self.optimizer, config,
                                                       config.epochs * per_epoch, self.step)
         if self.is_main:
+            if self.on_progress:
+                self.on_progress({"kind": "budget", "total_steps": self.total_steps})
             speed = config.batch_size / seconds_per_step  # a line of its own under the bar:
             tqdm.write(f"--time_budget {config.time_budget:g} min: {config.epochs} epochs "
                   f"({config.epochs * per_epoch} steps) fit at {speed:,.0f} images/s; --epochs "
@@ -586,7 +588,8 @@ def train(config: TrainConfig,
           on_progress: Callable[[dict[str, Any]], None] | None = None) -> TrainResult:
     """Train ε_θ as ``config`` says (under ``torchrun``, as one process of several).
     ``on_progress`` (rank 0) gets ``{"kind": "loss", "rows": [{"step", "epoch", "loss"}, …]}``
-    as losses are logged and ``{"kind": "eval", "step", "eval_loss"}`` at each evaluation."""
+    as losses are logged, ``{"kind": "eval", "step", "eval_loss"}`` at each evaluation and
+    ``{"kind": "budget", "total_steps"}`` once a --time_budget has fixed the steps."""
     try:
         run = Training(config, on_progress)
         try:

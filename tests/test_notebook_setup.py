@@ -62,6 +62,19 @@ def test_a_finished_run_is_not_trained_again_and_says_how_to_go_on(tmp_path):
     assert finished_run(checkpoints, samples, 128) is None  # more epochs asked for: go on
 
 
+def test_a_finished_cosine_run_says_it_cannot_train_on(tmp_path):
+    checkpoints, samples = tmp_path / "checkpoints", tmp_path / "samples"
+    checkpoints.mkdir()
+    config = {"epochs": 2, "lr_schedule": "cosine", "time_budget": 0.0}
+    torch.save({"step": 64, "epoch": 2.0, "config": config}, checkpoints / "last.pt")
+    torch.save({"step": 64, "epoch": 2.0}, checkpoints / "best_model.pt")
+    message = finished_run(checkpoints, samples, 128)  # more epochs asked: a resume would refuse
+    assert message is not None and "cannot train on" in message and "raise" not in message
+    assert f"delete {checkpoints} and {samples}" in message
+    torch.save({"step": 32, "epoch": 1.0, "config": config}, checkpoints / "last.pt")
+    assert finished_run(checkpoints, samples, 128) is None  # interrupted half way: go on
+
+
 def test_an_interrupt_in_a_notebook_is_one_line_naming_last_pt():
     with pytest.raises(TrainingInterrupted) as error, resumable():
         raise KeyboardInterrupt

@@ -126,3 +126,12 @@ def test_live_loss_plot_redraws_a_short_run_often_and_at_its_end():
     long_run.handle = FakeHandle()
     feed(long_run, 10_000, flush_every=50, evaluate_at=(10_000,))
     assert 20 <= long_run.handle.updates <= 51 and long_run.drawn == 10_000
+
+
+def test_live_loss_plot_follows_the_steps_a_time_budget_fixed():
+    plot = plots.LiveLossPlot(total_steps=100_000)  # --epochs 400, cut by the budget
+    plot.handle = FakeHandle()
+    plot({"kind": "budget", "total_steps": 3_000})
+    feed(plot, 3_000, flush_every=50, evaluate_at=())
+    assert 20 <= plot.handle.updates <= 61  # not 0-1 redraws, as planned for 100,000 steps
+    assert plot.drawn == 3_000

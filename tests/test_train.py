@@ -438,9 +438,11 @@ def test_a_time_budget_cuts_the_epochs_and_ends_the_learning_rate_at_zero(tiny_m
                                                                              tmp_path, capsys):
     config = tiny_config(tiny_mnist_rgb, tmp_path, epochs=50, lr_schedule="cosine",
                          time_budget=1e-4)  # 6 ms: only the first epoch fits
-    result = train(config)
+    events = []
+    result = train(config, on_progress=events.append)
     assert result.steps == 5
     assert "--time_budget 0.0001 min: 1 epochs (5 steps) fit" in capsys.readouterr().out
+    assert {"kind": "budget", "total_steps": 5} in events  # the notebook's live plot follows it
     state = load_checkpoint(tmp_path / "checkpoints" / "last.pt")
     assert state["config"]["epochs"] == 1  # the step count that ran, to repeat it exactly
     assert state["lr_scheduler"]["_last_lr"] == [0.0]  # the cosine decay fitted to 5 steps
