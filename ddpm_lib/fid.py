@@ -18,7 +18,7 @@ from pytorch_fid.fid_score import calculate_activation_statistics
 from pytorch_fid.inception import FID_WEIGHTS_URL, InceptionV3
 
 from .evaluator import DEFAULT_TRAIN_DIR, folder_report, frechet_distance, list_images
-from .generate import first_difference, read_provenance
+from .generate import first_difference, read_provenance, same_set
 from .runtime import pick_device
 
 GRADED_NUM_IMAGES = 10_000
@@ -90,7 +90,7 @@ def check_submission(folder: str | Path, num_images: int = GRADED_NUM_IMAGES,
             problems.append(f"{name}: {error}")
             continue
         first = first or (name, made)
-        if made != first[1]:
+        if not same_set(made, first[1]):
             problems.append(f"{name}: made otherwise than {first[0]} "
                             f"({first_difference(first[1], made)})")
     return problems

@@ -117,8 +117,8 @@ def provenance(loaded: LoadedCheckpoint, sampler: str, sampling_steps: int, seed
     checkpoint (its file's sha256) and weights, the sampler, its steps and σ_t², the seed, the
     batch size (a batch's noise is drawn at once), the device type (bf16 on CUDA), the version;
     the digit and guidance of a conditional set."""
-    return {"checkpoint": f"{loaded.path.name} step {loaded.step} sha256 {loaded.sha256[:12]}",
-            "weights": loaded.weights, "sampler": sampler,
+    return {"checkpoint": f"step {loaded.step} sha256 {loaded.sha256[:12]}",
+            "checkpoint_file": loaded.path.name, "weights": loaded.weights, "sampler": sampler,
             "steps": loaded.schedule.num_timesteps if sampler == "ddpm" else sampling_steps,
             "variance": (variance or "small") if sampler in ("ddpm", "ancestral") else None,
             "seed": seed, "batch_size": batch_size, "device": device.type,
@@ -140,10 +140,20 @@ def read_provenance(path: Path, image_size: int) -> dict:
     return json.loads(text)
 
 
+def same_set(made: dict, now: dict) -> bool:
+    """Whether two provenances make the same pixels: all but the checkpoint's file name agree
+    (a renamed copy of a checkpoint, the same sha256, continues its set)."""
+    return {**made, "checkpoint_file": None} == {**now, "checkpoint_file": None}
+
+
 def first_difference(made: dict, now: dict) -> str:
     """The first setting in which two provenances differ: ``"seed differs: 0 vs 1"``."""
-    key = next(key for key in {**made, **now} if made.get(key) != now.get(key))
-    return f"{key} differs: {made.get(key)} vs {now.get(key)}"
+    key = next(key for key in {**made, **now}
+               if key != "checkpoint_file" and made.get(key) != now.get(key))
+    def shown(provenance: dict) -> str:  # a checkpoint with its file's name
+        file = provenance.get("checkpoint_file", "") if key == "checkpoint" else ""
+        return f"{file} {provenance.get(key)}".strip()
+    return f"{key} differs: {shown(made)} vs {shown(now)}"
 
 
 def files_to_keep(paths: list[Path], made_by: dict, image_size: int) -> set[Path]:
@@ -165,7 +175,7 @@ def files_to_keep(paths: list[Path], made_by: dict, image_size: int) -> set[Path
             continue  # cut short: redone
         except ValueError as error:
             raise ValueError(f"{path}: {error}; {fix}") from None
-        if made != made_by:
+        if not same_set(made, made_by):
             raise ValueError(f"{path} was made with other settings than this run's "
                              f"({first_difference(made, made_by)}); {fix}")
         keep.add(path)

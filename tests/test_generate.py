@@ -115,6 +115,15 @@ def test_another_checkpoint_is_refused_before_sampling(checkpoint, other_checkpo
     assert contents(out) == before and len(before) == 64
 
 
+def test_a_renamed_copy_of_the_checkpoint_continues_its_set(checkpoint, tmp_path):
+    out, copy = tmp_path / "generated_images", tmp_path / "my_model.pt"
+    run(checkpoint, out, "--num_images", "4", "--batch_size", "2")
+    before = contents(out)
+    copy.write_bytes(checkpoint.read_bytes())
+    run(copy, out, "--num_images", "6", "--batch_size", "2")  # the same weights: continued
+    assert len(contents(out)) == 6 and contents(out).items() >= before.items()
+
+
 @pytest.mark.parametrize(("flags", "named"), [
     (["--seed", "1"], "seed"), (["--sampling_steps", "3"], "steps"), (["--batch_size", "3"],
     "batch_size"), (["--sampler", "ancestral"], "sampler"), (["--weights", "model"], "weights")])
