@@ -442,7 +442,9 @@ class Training:
             if self.step % config.sample_interval == 0 and self.is_main:
                 grid_started = time.perf_counter()
                 self.save_samples()
-                started += time.perf_counter() - grid_started  # not training time
+                spent = time.perf_counter() - grid_started  # not training time:
+                started, self.budget_clock = started + spent, (self.budget_clock[0] + spent,
+                                                               self.budget_clock[1])
         runtime.synchronize(self.device)
         seconds, images = time.perf_counter() - started, (last - first) * config.batch_size
         self.train_seconds += seconds
