@@ -339,7 +339,7 @@ class Training:
             self.step, self.best_eval_loss = state["step"], state["best_eval_loss"]
             self.earlier_wall_seconds = state["wall_seconds"]
         self.trained = self.wrap_network()
-        self.budget_clock = (time.perf_counter(), self.step)  # reset at half the warm-up
+        self.budget_mark: tuple[float, int] | None = None  # the stopwatch at half the warm-up
         if self.is_main:  # the logs, cut back to the resumed step
             self.directory.mkdir(parents=True, exist_ok=True)
             kept = self.step if state is not None else None
@@ -435,16 +435,14 @@ class Training:
             self.step += 1
             if config.time_budget and self.step in (self.budget_fit_step // 2,
                                                     self.budget_fit_step):
-                self.time_the_budget()
+                self.time_the_budget(started, batch + 1 - first)
             self.pending_losses.append(loss.detach())
             if len(self.pending_losses) >= 50:
                 batches.set_postfix(loss=f"{self.flush_losses():.4f}")
             if self.step % config.sample_interval == 0 and self.is_main:
                 grid_started = time.perf_counter()
                 self.save_samples()
-                spent = time.perf_counter() - grid_started  # not training time:
-                started, self.budget_clock = started + spent, (self.budget_clock[0] + spent,
-                                                               self.budget_clock[1])
+                started += time.perf_counter() - grid_started  # not training time
         runtime.synchronize(self.device)
         seconds, images = time.perf_counter() - started, (last - first) * config.batch_size
         self.train_seconds += seconds
@@ -458,17 +456,19 @@ class Training:
                   f"{self.last_loss:.4f}, EMA eval loss {self.eval_loss:.4f} (best "
                   f"{self.best_eval_loss:.4f}), {images / seconds:,.0f} images/s")
 
-    def time_the_budget(self) -> None:
-        """--time_budget's stopwatch: started at half the warm-up, read at its end, so that the
-        speed leaves out the first steps' one-off costs. (Timed from the first step, on a fresh
-        H100, budgets of 5 and 10 minutes fitted 39 and 80 epochs at an implied 0.059 s a step,
-        where the loop then ran 0.032 s a step.)"""
+    def time_the_budget(self, epoch_started: float, epoch_steps: int) -> None:
+        """--time_budget's stopwatch over this epoch's loop (started ``epoch_started``, sample
+        grids left out; ``epoch_steps`` steps so far): marked at half the warm-up, read at its
+        end, so that the speed leaves out the first steps' one-off costs. (Timed from the first
+        step, on a fresh H100, budgets of 5 and 10 minutes fitted 39 and 80 epochs at an implied
+        0.059 s a step, where the loop then ran 0.032 s a step.)"""
         runtime.synchronize(self.device)
+        seconds = time.perf_counter() - epoch_started
         if self.step < self.budget_fit_step:
-            self.budget_clock = (time.perf_counter(), self.step)
-        else:
-            since, step = self.budget_clock
-            self.fit_time_budget((time.perf_counter() - since) / (self.step - step))
+            self.budget_mark = (seconds, epoch_steps)
+        else:  # no mark if resumed past it: the epoch's steps so far
+            marked_seconds, marked_steps = self.budget_mark or (0.0, 0)
+            self.fit_time_budget((seconds - marked_seconds) / (epoch_steps - marked_steps))
 
     def fit_time_budget(self, seconds_per_step: float) -> None:
         """--time_budget, once, at the end of the warm-up (≥ 20 steps, ≤ 1 epoch): cut --epochs
@@ -493,8 +493,8 @@ class Training:
                 self.on_progress({"kind": "budget", "total_steps": self.total_steps})
             speed = config.batch_size / seconds_per_step  # a line of its own under the bar:
             tqdm.write(f"--time_budget {config.time_budget:g} min: {config.epochs} epochs "
-                  f"({config.epochs * per_epoch} steps) fit at {speed:,.0f} images/s; --epochs "
-                  f"{config.epochs} without the budget repeats this run")
+                       f"({config.epochs * per_epoch} steps) fit at {speed:,.0f} images/s; "
+                       f"--epochs {config.epochs} without the budget repeats this run")
 
     def flush_losses(self, all_processes: bool = True) -> float:
         """Log the losses gathered since the last flush (one device sync): each the whole batch's,
