@@ -36,7 +36,8 @@ from ddpm_lib.evaluator import (
 )
 from ddpm_lib.generate import (
     LoadedCheckpoint,
-    class_labels,
+    check_sampling_steps,
+    checkpoint_labels,
     load_for_sampling,
     network_for_sampling,
     sample_batch,
@@ -92,9 +93,18 @@ def print_table(rows: list[dict], floor: float) -> None:
 
 def main(argv: list[str] | None = None) -> dict:
     args = build_parser().parse_args(argv)
+    if args.num_images < 2 or args.batch_size < 1:
+        raise ValueError(f"--num_images {args.num_images} (>= 2) and --batch_size "
+                         f"{args.batch_size} (>= 1)")
+    if args.json.is_dir():
+        raise ValueError(f"--json {args.json} is a folder: give a file name")
+    runtime.writable_folder(args.json.parent, "--json's folder")  # before any sampling
     device = runtime.pick_device(args.device)
     loaded = load_for_sampling(args.checkpoint, device)
-    labels = class_labels("all", args.num_images, loaded.model.config.num_classes)
+    check_sampling_steps(loaded, args.sampler, args.sampling_steps)
+    for guidance in args.guidance:  # each w finite, >= 0, and one the checkpoint can take
+        checkpoint_labels(loaded, "all", 1, guidance)
+    labels = checkpoint_labels(loaded, "all", args.num_images, 0.0)
     classifier, facts = load_digit_classifier(device)
     train_images = load_training_images(args.data_path)
     started = time.perf_counter()  # one compiled network per batch shape: B and, guided, 2B
@@ -124,10 +134,9 @@ def main(argv: list[str] | None = None) -> dict:
                                 and row["ratio_to_floor"] <= TARGET_RATIO for row in rows),
               "rows": rows}
     print_table(rows, result["digit_fid_floor"])
+    args.json.write_text(json.dumps(result, indent=2))
     print(f"target (≥ {100 * TARGET_FIDELITY:g} % fidelity at ≤ {TARGET_RATIO}× the floor) "
           f"{'met' if result['target_met'] else 'not met'}; wrote {args.json}")
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(result, indent=2))
     return result
 
 

@@ -38,6 +38,8 @@ def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
     """Read a checkpoint (weights only, onto the CPU); :class:`CheckpointError` if unusable."""
     path = Path(path)
+    if path.is_dir():
+        raise FileNotFoundError(f"checkpoint {path} is a folder: give a .pt file in it")
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist: train one (ddpm_lib.train)")
     try:

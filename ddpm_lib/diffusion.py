@@ -232,15 +232,21 @@ def log_snr_timesteps(schedule: NoiseSchedule, num_steps: int) -> list[int]:
     return sorted(set(nearest), reverse=True)
 
 
+def steps_of(sampler: str, num_steps: int | None) -> int:
+    """``num_steps``, or for None the sampler's default (:data:`DEFAULT_STEPS`); 0 is refused
+    by the samplers (1 <= steps <= T), never read as "default"."""
+    return DEFAULT_STEPS[sampler] if num_steps is None else num_steps
+
+
 def sampler_timesteps(schedule: NoiseSchedule, sampler: str, num_steps: int | None = None
                       ) -> list[int]:
     """The timesteps ``sampler`` visits, descending: with T, what its ``return_steps`` can get."""
     if sampler == "ddpm":
         return list(range(schedule.num_timesteps - 1, -1, -1))
     if sampler in ("ddim", "ancestral"):
-        return ddim_timesteps(schedule.num_timesteps, num_steps or DEFAULT_STEPS[sampler])
+        return ddim_timesteps(schedule.num_timesteps, steps_of(sampler, num_steps))
     if sampler in ("dpm++", "dpm++sde"):
-        return log_snr_timesteps(schedule, num_steps or DEFAULT_STEPS[sampler])
+        return log_snr_timesteps(schedule, steps_of(sampler, num_steps))
     raise ValueError(f"unknown sampler {sampler!r}; choose one of {', '.join(SAMPLERS)}")
 
 
@@ -322,7 +328,7 @@ def sample(model: NoisePredictor, schedule: NoiseSchedule, shape: Sequence[int],
               "progress": progress, "clip_denoised": clip_denoised}
     if sampler == "ddpm":
         return ddpm_sample(model, schedule, shape, variance=variance, **common)
-    num_steps = num_steps or DEFAULT_STEPS[sampler]
+    num_steps = steps_of(sampler, num_steps)
     if sampler == "ddim":
         return ddim_sample(model, schedule, shape, num_steps, **common)
     if sampler == "ancestral":

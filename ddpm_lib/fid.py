@@ -9,6 +9,7 @@ one-line errors; ``--save-stats`` writes an ``.npz`` (pytorch-fid's) that stands
 """
 
 import argparse
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -41,25 +42,49 @@ def load_fid_inception(device: str | torch.device | None = None, dims: int = 204
     return model.to(device or ("cuda" if torch.cuda.is_available() else "cpu")).eval()
 
 
-def statistics(path: str | Path, model: InceptionV3, batch_size: int = 50, dims: int = 2048,
-               num_workers: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """(μ (dims,), Σ (dims, dims)) from a ``.npz`` (mu, sigma) or of a folder's images."""
-    if Path(path).suffix == ".npz":
-        with np.load(path) as stats:  # FileNotFoundError names the file
-            if {"mu", "sigma"} - set(stats.files):
-                raise ValueError(f"{path} holds no FID statistics (keys mu and sigma)")
+def read_statistics(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
+    """(μ, Σ) from pytorch-fid's ``.npz`` (arrays mu and sigma); ValueError if it is not one."""
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"statistics file not found: {path}")
+    try:
+        stats = np.load(path, allow_pickle=False)
+        if not isinstance(stats, np.lib.npyio.NpzFile):
+            raise TypeError("one array, not an archive")
+        with stats:
             return stats["mu"], stats["sigma"]
-    files = list_images(path)
+    except (OSError, ValueError, KeyError, TypeError, IndexError, zipfile.BadZipFile) as error:
+        raise ValueError(f"{path} is not an .npz of FID statistics (arrays mu and sigma, as "
+                         f"--save-stats writes; {type(error).__name__})") from None
+
+
+def image_files(folder: str | Path) -> list[Path]:
+    """A folder's images for the FID, checked before any network loads: at least 2, each
+    readable (PIL's OSError names the file), all of one size (pytorch-fid stacks batches)."""
+    files = list_images(folder)
     if len(files) < 2:
-        raise ValueError(f"FID needs at least 2 images, got {len(files)} in {path}")
-    sizes = {}  # pytorch-fid stacks each batch: one size only (it resizes to 299×299)
+        raise ValueError(f"FID needs at least 2 images, got {len(files)} in {folder}")
+    sizes = {}
     for file in files:
-        with Image.open(file) as image:  # an unreadable file: PIL's OSError names it
+        with Image.open(file) as image:
             sizes.setdefault(image.size, str(file))
     if len(sizes) > 1:
-        raise ValueError(f"images of {len(sizes)} sizes in {path}, e.g. {list(sizes.values())}")
-    return calculate_activation_statistics([str(file) for file in files], model, min(
-        batch_size, len(files)), dims, next(model.parameters()).device, num_workers)
+        raise ValueError(f"images of {len(sizes)} sizes in {folder}, e.g. {list(sizes.values())}")
+    return files
+
+
+def fid_input(path: str | Path) -> tuple[np.ndarray, np.ndarray] | list[Path]:
+    """What the FID reads of ``path``: an ``.npz``'s (μ, Σ) or a folder's checked images."""
+    return read_statistics(path) if Path(path).suffix == ".npz" else image_files(path)
+
+
+def statistics(source: tuple[np.ndarray, np.ndarray] | list[Path], model: InceptionV3,
+               batch_size: int = 50, dims: int = 2048,
+               num_workers: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """(μ (dims,), Σ (dims, dims)) of a :func:`fid_input`: stored, or of its images."""
+    if isinstance(source, tuple):
+        return source
+    return calculate_activation_statistics([str(file) for file in source], model, min(
+        batch_size, len(source)), dims, next(model.parameters()).device, num_workers)
 
 
 def compute_fid(generated_dir: str | Path, reference: str | Path,
@@ -68,9 +93,10 @@ def compute_fid(generated_dir: str | Path, reference: str | Path,
     """FID between a folder of generated images and a reference folder or ``.npz``."""
     if not Path(reference).exists():
         raise FileNotFoundError(f"reference folder or statistics file not found: {reference}")
+    inputs = [fid_input(generated_dir), fid_input(reference)]  # checked before the network
     model = load_fid_inception(device, dims)
-    return frechet_distance(*statistics(generated_dir, model, batch_size, dims, num_workers),
-                            *statistics(reference, model, batch_size, dims, num_workers))
+    return frechet_distance(*statistics(inputs[0], model, batch_size, dims, num_workers),
+                            *statistics(inputs[1], model, batch_size, dims, num_workers))
 
 
 def check_submission(folder: str | Path, num_images: int = GRADED_NUM_IMAGES,
@@ -129,7 +155,8 @@ def main(argv: list[str] | None = None) -> None:
             print(f"OK: {args.check} holds {args.num_images} {args.image_size}×{args.image_size} "
                   "RGB PNGs, 00001.png onwards, all of one provenance")
         elif args.save_stats:
-            mu, sigma = statistics(args.save_stats[0], load_fid_inception(args.device, args.dims),
+            files = image_files(args.save_stats[0])  # checked before the network loads
+            mu, sigma = statistics(files, load_fid_inception(args.device, args.dims),
                                    args.batch_size, args.dims, args.num_workers)
             np.savez_compressed(args.save_stats[1], mu=mu, sigma=sigma)
             print(f"saved the statistics of {args.save_stats[0]} to {args.save_stats[1]}")

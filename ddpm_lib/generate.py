@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import math
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -61,25 +62,55 @@ def to_pixels(images: torch.Tensor) -> torch.Tensor:
     return ((images.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
 
 
-def class_labels(digit: str | None, count: int, num_classes: int,
-                 guidance: float = 0.0) -> torch.Tensor | None:
+def digit_label(digit: str | int | None) -> str | None:
+    """``--digit`` as provenance records it: None, "all", or one of "0" … "9" ("03" → "3");
+    ValueError, naming the flag, for anything else."""
+    if digit is None or digit == "all":
+        return digit
+    text = str(digit).strip()
+    if not (text.isascii() and text.isdecimal() and int(text) <= 9):
+        raise ValueError(f"--digit {digit}: choose 0 … 9, or all")
+    return str(int(text))
+
+
+def class_labels(digit: str | None, count: int, num_classes: int, guidance: float = 0.0,
+                 label_dropout: float | None = None) -> torch.Tensor | None:
     """The labels (count,) of ``--digit``: None (unconditional), all ``digit``, or for "all" a
     balanced set in a fixed order, image i (from 0) showing i mod 10. ValueError, naming the
-    flag, for a digit that is not 0 … 9, guidance < 0 or without --digit, an unconditional net."""
-    if guidance < 0:
-        raise ValueError(f"--guidance {guidance}: w must be >= 0 (0: no guidance)")
+    flag, for a digit not 0 … 9, a guidance w not finite and >= 0 or without --digit, a digit
+    asked of an unconditional net, or guidance of one whose ``label_dropout`` was 0 (its
+    ε_θ(x_t, t, ∅), which guidance needs, was never trained)."""
+    if not (math.isfinite(guidance) and guidance >= 0):
+        raise ValueError(f"--guidance {guidance}: w must be a number >= 0 (0: no guidance)")
     if guidance and digit is None:
         raise ValueError(f"--guidance {guidance} guides toward a --digit: give one (or all)")
+    digit = digit_label(digit)
     if digit is None:
         return None
     if not num_classes:
         raise ValueError(f"--digit {digit}: this checkpoint is unconditional; train one with "
                          f"python -m ddpm_lib.train --class_conditional")
+    if guidance and label_dropout == 0:
+        raise ValueError(f"--guidance {guidance}: this checkpoint was trained with "
+                         f"--label_dropout 0, so never without a label, as guidance needs; use "
+                         f"--guidance 0, or train with --label_dropout 0.1")
     if digit == "all":
         return torch.arange(count) % num_classes
-    if not (str(digit).isdecimal() and int(digit) < num_classes):
-        raise ValueError(f"--digit {digit}: choose 0 … {num_classes - 1}, or all")
     return torch.full((count,), int(digit))
+
+
+def checkpoint_labels(loaded: LoadedCheckpoint, digit: str | None, count: int,
+                      guidance: float) -> torch.Tensor | None:
+    """:func:`class_labels` for the network and training settings of ``loaded``."""
+    return class_labels(digit, count, loaded.model.config.num_classes, guidance,
+                        loaded.config.get("label_dropout"))
+
+
+def check_sampling_steps(loaded: LoadedCheckpoint, sampler: str, sampling_steps: int) -> None:
+    """ValueError, naming the flag, unless ``sampler`` is ddpm (all T steps) or 1 <= steps <= T."""
+    if sampler != "ddpm" and not 1 <= sampling_steps <= loaded.schedule.num_timesteps:
+        raise ValueError(f"--sampling_steps {sampling_steps}: {sampler} takes 1 … T = "
+                         f"{loaded.schedule.num_timesteps}")
 
 
 def sample_batch(model: NoisePredictor, schedule: NoiseSchedule, shape: tuple[int, ...],
@@ -199,12 +230,10 @@ def generate_images(loaded: LoadedCheckpoint, output_dir: str | Path, num_images
     ValueError before sampling), redoing each batch with a file missing or cut short: the
     images an unbroken run writes. ``digit`` and ``guidance``: see :func:`class_labels`.
     Returns timings."""
-    labels = class_labels(digit, num_images, loaded.model.config.num_classes, guidance)
     if num_images < 1 or batch_size < 1:
         raise ValueError(f"--num_images {num_images} and --batch_size {batch_size}: need >= 1")
-    if sampler != "ddpm" and not 1 <= sampling_steps <= loaded.schedule.num_timesteps:
-        raise ValueError(f"--sampling_steps {sampling_steps}: {sampler} takes 1 … T = "
-                         f"{loaded.schedule.num_timesteps}")
+    check_sampling_steps(loaded, sampler, sampling_steps)
+    digit, labels = digit_label(digit), checkpoint_labels(loaded, digit, num_images, guidance)
     output_dir, device = writable_folder(output_dir, "--output_dir"), torch.device(device)
     all_paths = [output_dir / f"{i:05d}.png" for i in range(1, num_images + 1)]
     made_by = provenance(loaded, sampler, sampling_steps, seed, batch_size, device, variance,
@@ -252,7 +281,8 @@ def visualize_process(loaded: LoadedCheckpoint, output_dir: str | Path, sampler:
                       guidance: float = 0.0) -> tuple[list[Path], Figure]:
     """The report's 8 × 8 grid, samples × timesteps from noise to image: diffusion_process.png
     (bare, as the assignment's code wrote it) and diffusion_process_labeled.png/.pdf (titled)."""
-    labels = class_labels(digit, 8, loaded.model.config.num_classes, guidance)
+    check_sampling_steps(loaded, sampler, sampling_steps)
+    labels = checkpoint_labels(loaded, digit, 8, guidance)
     output_dir, device, size = Path(output_dir), torch.device(device), loaded.config["image_size"]
     output_dir.mkdir(parents=True, exist_ok=True)
     timesteps = visualization_timesteps(loaded.schedule, sampler, sampling_steps)
@@ -299,7 +329,7 @@ def main(argv: list[str] | None = None) -> None:
         checks.add_argument(f"--{key}", type=kind, default=None)
     args = parser.parse_args(argv)
     try:
-        writable_folder(args.output_dir, "--output_dir")  # before loading or sampling anything
+        writable_folder(args.output_dir, "--output_dir", make=False)  # before any sampling
         device = runtime.pick_device(args.device)
         loaded = load_for_sampling(args.checkpoint, device, args.weights,
                                    {key: getattr(args, key) for key in MODEL_DEFINING_KEYS})

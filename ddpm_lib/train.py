@@ -75,10 +75,11 @@ class TrainConfig:
                              nargs="?", const="last")
     schedule: str = arg("linear", "noise schedule", choices=SCHEDULES)
     ema_decay: float = arg(0.999, "decay of the weights' moving average", at_least=0, below=1)
-    weight_decay: float = arg(0.0, "AdamW weight decay")
-    grad_clip: float = arg(1.0, "clip the gradient norm to this (0: no clipping)")
-    max_steps: int = arg(0, "stop after N optimizer steps in all, as if interrupted (0: never)")
-    max_images: int = arg(0, "train on the first N images only (0: all)")
+    weight_decay: float = arg(0.0, "AdamW weight decay", at_least=0)
+    grad_clip: float = arg(1.0, "clip the gradient norm to this (0: no clipping)", at_least=0)
+    max_steps: int = arg(0, "stop after N optimizer steps in all, as if interrupted (0: never)",
+                         at_least=0)
+    max_images: int = arg(0, "train on the first N images only (0: all)", at_least=0)
     num_eval_images: int = arg(1024, "images in the fixed evaluation batch", at_least=1)
     sample_sampler: str = arg("ddim", "sampler for the grids made while training")
     sample_steps: int = arg(50, "sampler steps for those grids", at_least=1)
@@ -109,12 +110,18 @@ class TrainConfig:
     def __post_init__(self) -> None:
         """Refuse impossible settings, naming each flag to change."""
         self.channel_mults = tuple(self.channel_mults)
-        problems = [f"--{f.name} must be {words} {f.metadata[key]} (got {getattr(self, f.name)!r})"
-                    for f in fields(self) for key, (holds, words) in CHECKS.items()
-                    if key in f.metadata and not holds(getattr(self, f.name), f.metadata[key])]
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        infinite = [name for name, value in values.items()
+                    if isinstance(value, float) and not math.isfinite(value)]
+        problems = [f"--{name} must be a finite number (got {values[name]})" for name in infinite]
+        problems += [f"--{f.name} must be {words} {f.metadata[key]} (got {values[f.name]!r})"
+                     for f in fields(self) for key, (holds, words) in CHECKS.items()
+                     if key in f.metadata and f.name not in infinite
+                     and not holds(values[f.name], f.metadata[key])]
         if problems:
             raise ValueError("; ".join(problems))
         self.model_config()  # raises if the network cannot be built at this size
+        self.noise_schedule()  # raises for β outside (0, 1)
 
     @classmethod
     def from_recipe(cls, recipe: str = "assignment", **overrides: Any) -> TrainConfig:
@@ -263,8 +270,7 @@ def load_resume_state(config: TrainConfig) -> dict[str, Any] | None:
         return None
     path = last if config.resume == "last" else Path(config.resume)
     state = load_checkpoint(path)
-    if config.time_budget:  # --epochs as the budget cut it
-        config.epochs = state["config"].get("epochs", config.epochs)
+    resume_time_budget(state["config"], config, path)
     check_compatible(state["config"], asdict(config), path)
     for key in ("optimizer", "lr_scheduler", "ema_num_averaged", "best_eval_loss"):
         if key not in state:
@@ -272,6 +278,21 @@ def load_resume_state(config: TrainConfig) -> dict[str, Any] | None:
                                   f"best_model.pt): resume from last.pt or checkpoint_epoch_*.pt")
     refuse_changed_optimisation(state["config"], config, path)
     return state
+
+
+def resume_time_budget(saved: dict[str, Any], config: TrainConfig, path: Path) -> None:
+    """A budget is fitted once, at the end of a run's warm-up: a resumed run keeps the saved
+    run's (and its --epochs as the budget cut them), or gives none (--epochs rules, as for any
+    run). A budget new to the run, or another one, is refused: it could not be honoured."""
+    budget = saved.get("time_budget", 0.0)
+    if config.time_budget and config.time_budget != budget:
+        was = f"with --time_budget {budget:g}" if budget else "without --time_budget"
+        raise ValueError(f"--time_budget {config.time_budget:g}: {path} was trained {was}, and a "
+                         f"budget is fitted once, at a run's start; resume with "
+                         f"{f'--time_budget {budget:g}' if budget else 'no --time_budget'} (or "
+                         f"none, and --epochs), or start a new run in another --checkpoint_dir")
+    if config.time_budget:  # --epochs as the budget cut it
+        config.epochs = saved.get("epochs", config.epochs)
 
 
 #: What the optimizer, the EMA and the data order were built with: fixed for a resumed run.

@@ -178,7 +178,9 @@ def test_generate_all_writes_a_balanced_set_named_as_ever(conditional_checkpoint
 
 @pytest.mark.parametrize("flags, words", [
     (["--digit", "12"], "--digit 12"), (["--digit", "3", "--guidance", "-0.5"], "--guidance"),
-    (["--guidance", "2"], "--digit")])
+    (["--guidance", "2"], "--digit"), (["--digit", "3", "--guidance", "nan"], "--guidance nan"),
+    (["--digit", "all", "--guidance", "inf"], "--guidance inf"), (["--digit", "٣"], "--digit ٣"),
+    (["--digit", "3", "--num_images", "-1"], "--num_images -1")])
 def test_generate_refuses_bad_digits_and_guidance_before_sampling(conditional_checkpoint,
                                                                    tmp_path, flags, words):
     out = tmp_path / "images"
@@ -243,3 +245,38 @@ def test_guidance_benchmark_runs_at_toy_size(conditional_checkpoint, tiny_mnist_
                                                       / result["digit_fid_floor"])
     assert isinstance(result["target_met"], bool)
     assert "fidelity" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("flags, words", [
+    (["--guidance", "-1"], "--guidance -1"), (["--guidance", "0", "nan"], "--guidance nan"),
+    (["--num_images", "1"], "--num_images 1"), (["--batch_size", "0"], "--batch_size 0"),
+    (["--sampling_steps", "0"], "--sampling_steps 0"), (["--json", "."], "--json . is a folder")])
+def test_guidance_benchmark_refuses_bad_input_before_sampling(conditional_checkpoint,
+                                                              tiny_mnist_rgb, monkeypatch,
+                                                              flags, words):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+    import bench_guidance
+
+    monkeypatch.setattr(bench_guidance, "sample_balanced", lambda *a: pytest.fail("sampled"))
+    with pytest.raises(ValueError) as refusal:
+        bench_guidance.main(["--checkpoint", str(conditional_checkpoint), "--data_path",
+                             str(tiny_mnist_rgb), "--device", "cpu", "--sampler", "ddim",
+                             "--sampling_steps", "3", "--json", "/tmp/unused.json", *flags])
+    assert words in str(refusal.value)
+
+
+def test_a_digit_is_recorded_as_one_digit_however_it_was_typed(conditional_checkpoint, tmp_path):
+    loaded = load_for_sampling(conditional_checkpoint)
+    out = tmp_path / "images"
+    generate_images(loaded, out, 2, 2, "ddim", 2, digit="03")
+    assert read_provenance(out / "00001.png", 28)["digit"] == "3"
+    assert generate_images(loaded, out, 2, 2, "ddim", 2, digit="3")["skipped"] == 2  # same set
+
+
+def test_guidance_is_refused_where_no_label_was_ever_dropped(tiny_mnist_rgb, tmp_path):
+    config = tiny_config(tiny_mnist_rgb, tmp_path, class_conditional=True, label_dropout=0.0)
+    train(config)
+    loaded = load_for_sampling(Path(config.checkpoint_dir) / "best_model.pt")
+    with pytest.raises(ValueError, match="--label_dropout 0"):
+        generate_images(loaded, tmp_path / "images", 2, 2, "ddim", 2, digit="3", guidance=2.0)
+    generate_images(loaded, tmp_path / "images", 2, 2, "ddim", 2, digit="3")  # w = 0: fine

@@ -146,6 +146,32 @@ def test_fid_errors_name_the_file(problem, fake_inception, tiny_mnist_rgb, tmp_p
     assert "\n" not in caught.value.code
 
 
+@pytest.mark.parametrize("bad", ["empty folder", "one image", "text as .npz", "array as .npz"])
+def test_bad_inputs_are_refused_before_the_network_loads(bad, tmp_path, monkeypatch) -> None:
+    def no_network(*args, **kwargs):
+        raise AssertionError("the Inception network was loaded before the inputs were checked")
+    monkeypatch.setattr(fid, "load_fid_inception", no_network)
+    good, path = write_pngs(tmp_path / "good", 3), tmp_path / "bad"
+    if bad == "empty folder":
+        path.mkdir()
+    elif bad == "one image":
+        path = write_pngs(path, 1)
+    elif bad == "text as .npz":
+        path = tmp_path / "stats.npz"
+        path.write_text("not an archive")
+    else:
+        path = tmp_path / "stats.npz"
+        np.save(tmp_path / "array.npy", np.zeros(3))
+        (tmp_path / "array.npy").rename(path)
+    for argv in ([str(path), str(good)], [str(good), str(path)], ["--save-stats", str(path),
+                                                                  str(tmp_path / "out.npz")]):
+        if argv[0] == "--save-stats" and path.suffix == ".npz":
+            continue
+        with pytest.raises(SystemExit, match=f"^error: .*{path.name}"):
+            fid.main(argv)
+    assert not (tmp_path / "out.npz").exists()
+
+
 def test_missing_weights_say_where_to_put_them(offline_torch_hub, tiny_mnist_rgb, capsys) -> None:
     with pytest.raises(fid.InceptionWeightsUnavailable) as caught:
         fid.load_fid_inception("cpu")

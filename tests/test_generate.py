@@ -169,7 +169,20 @@ def test_an_unwritable_output_dir_fails_at_once(checkpoint, tmp_path):
 def test_bad_counts_are_errors_before_any_file(checkpoint, tmp_path, flags):
     with pytest.raises(SystemExit, match=f"{flags[0]} {flags[1]}"):
         run(checkpoint, tmp_path / "images", *flags)
-    assert not list((tmp_path / "images").iterdir())
+    assert not (tmp_path / "images").exists()  # not even an empty folder left behind
+
+
+def test_visualize_refuses_zero_steps_instead_of_taking_the_default(checkpoint, tmp_path):
+    with pytest.raises(SystemExit, match="--sampling_steps 0"):
+        run(checkpoint, tmp_path / "grid", "--mode", "visualize", "--sampler", "ddim",
+            "--sampling_steps", "0")
+
+
+def test_a_folder_given_as_checkpoint_is_named_as_a_folder(checkpoint, tmp_path):
+    with pytest.raises(SystemExit, match=f"{checkpoint.parent} is a folder"):
+        generate.main(["--checkpoint", str(checkpoint.parent), "--output_dir",
+                       str(tmp_path / "images")])
+    assert not (tmp_path / "images").exists()
 
 
 def test_fid_check_fails_on_a_mixed_set(checkpoint, other_checkpoint, tmp_path, capsys):

@@ -2,6 +2,7 @@
 
 import csv
 import importlib
+import math
 import time
 from dataclasses import fields, replace
 from pathlib import Path
@@ -449,6 +450,26 @@ def test_a_time_budget_cuts_the_epochs_and_ends_the_learning_rate_at_zero(tiny_m
     assert (tmp_path / "checkpoints" / "best_model.pt").is_file()
     resumed = train(replace(config, resume="last"))  # the budget's epochs, not --epochs 50
     assert resumed.steps == 5
+    with pytest.raises(ValueError, match="--time_budget 10: .* with --time_budget 0.0001"):
+        train(replace(config, resume="last", time_budget=10.0))  # a budget is fitted once
+
+
+def test_a_budget_new_to_a_resumed_run_is_refused_not_ignored(tiny_mnist_rgb, tmp_path):
+    config = tiny_config(tiny_mnist_rgb, tmp_path, epochs=1)
+    train(config)
+    with pytest.raises(ValueError, match="--time_budget 10: .* without --time_budget"):
+        train(replace(config, epochs=3, resume="last", time_budget=10.0))
+    assert train(replace(config, epochs=2, resume="last")).steps == 10  # --epochs still rules
+
+
+@pytest.mark.parametrize("flag, value", [
+    ("lr", math.nan), ("time_budget", math.inf), ("ema_decay", math.nan), ("beta_start", math.nan),
+    ("label_dropout", math.nan), ("grad_clip", -1.0), ("grad_clip", math.nan),
+    ("weight_decay", -1.0), ("max_steps", -5), ("max_images", -3), ("beta_end", 2.0)])
+def test_impossible_numbers_are_refused_before_any_work(tmp_path, flag, value):
+    with pytest.raises(ValueError, match=f"--{flag}|{flag}={value}") as refusal:
+        tiny_config(tmp_path / "absent", tmp_path, **{flag: value})
+    assert str(value) in str(refusal.value)
 
 
 @pytest.mark.parametrize(("budget", "compiled"), [(2.0, False), (5.0, True), (0.0, True)])
