@@ -9,7 +9,7 @@ import os
 import shutil
 import stat
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path, PureWindowsPath
 
 import numpy as np
@@ -153,13 +153,17 @@ def extract_zip(out_dir: Path, zip_path: Path) -> None:
         flat = not all(path.parent.name in DIGIT_FOLDERS for path in pngs.values())
         targets = {m: out_dir / ("" if flat else p.parent.name) / p.name for m, p in pngs.items()}
         if not pngs or len(set(targets.values())) < len(targets):
-            raise ValueError(f"{zip_path}: expected PNGs in digit folders 0..9 or one flat folder")
+            outside = next((m.filename for m, p in pngs.items()
+                            if p.parent.name not in DIGIT_FOLDERS), "no PNG")
+            raise ValueError(f"{zip_path}: expected PNGs in digit folders 0..9 or one flat folder "
+                             f"(outside the digit folders: {outside})")
         for member, target in tqdm(targets.items(), "extracting"):
             target.parent.mkdir(exist_ok=True)
             try:
                 Image.open(io.BytesIO(archive.read(member))).convert("RGB").save(target, "PNG")
             except (OSError, zipfile.BadZipFile) as error:  # not an image, CRC mismatch
-                raise ValueError(f"{zip_path}: member {member.filename!r}: {error}") from error
+                raise ValueError(f"{zip_path}: member {member.filename!r} is not a readable "
+                                 f"image ({type(error).__name__})") from None
 
 
 def download_course_zip(download_dir: Path) -> Path:
@@ -203,6 +207,9 @@ def load_mnist_idx(
 
 def build_into(staging: Path, source: str, local: Path | None, download_dir: Path) -> None:
     """Fill ``staging`` from ``local`` if given, else from ``source`` (see ``build_mnist_rgb``)."""
+    if local and local.is_file() and local.suffix.lower() != ".zip":
+        raise ValueError(f"--local {local} is a file, not mnist.zip: give the folder that holds "
+                         f"the idx files")
     if local and (local.is_file() or (local / "mnist.zip").is_file()):
         return extract_zip(staging, local / "mnist.zip" if local.is_dir() else local)
     if local:
@@ -257,11 +264,12 @@ def build_mnist_rgb(out_dir: str | Path = DEFAULT_OUT_DIR, source: str = "auto",
     refuse_to_replace(out_dir, overwrite)
     if local and source == "mnist":
         raise ValueError(f"--source mnist would ignore --local {local}: drop one of the two")
+    named = "--local" if local else "MNIST_DIR"
     local = local or (os.environ.get("MNIST_DIR") if source in ("auto", "local") else None)
     if source == "local" and not local:
         raise ValueError("--source local needs --local DIR (or the MNIST_DIR variable)")
     if local and not Path(local).exists():
-        raise FileNotFoundError(f"--local {local} does not exist")
+        raise FileNotFoundError(f"{named} {local} does not exist")
     work = out_dir.with_name(f".{out_dir.name}.partial")  # holds the new build, then the old one
     shutil.rmtree(work, ignore_errors=True)  # an interrupted build's
     try:
@@ -273,13 +281,17 @@ def build_mnist_rgb(out_dir: str | Path = DEFAULT_OUT_DIR, source: str = "auto",
         made = sorted(p.relative_to(staging).as_posix() for p in staging.rglob("*"))
         (staging / MANIFEST).write_text("\n".join([f"# {BUILD_COMMAND} {__version__} --source "
                                                    f"{source} made these:", MANIFEST, *made, ""]))
+        report = replace(check_mnist_rgb(staging), root=out_dir)
+        if report.problems and any(out_dir.glob("*")):  # a bad build never replaces a folder
+            raise ValueError(f"the build failed its check, so {out_dir} was left as it was:\n"
+                             + report.summary().replace(str(staging), str(out_dir)))
         refuse_to_replace(out_dir, overwrite)  # again: files may have come in meanwhile
         if out_dir.exists():
             out_dir.rename(work / "old")  # renames, so out_dir is never half there
         staging.rename(out_dir)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    return check_mnist_rgb(out_dir)
+    return report
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -22,11 +22,12 @@ from PIL import Image
 from pytorch_fid import fid_score
 from torch import nn
 
-from .data import MnistRGBFolder, to_model_range
+from .data import MNIST_TRAIN_COUNTS, MnistRGBFolder, to_model_range
 from .runtime import pick_device
 
 WEIGHTS_PATH = Path(__file__).parent / "weights" / "digit_classifier.pt"
 FEATURE_DIM, REFERENCE_SIZE, NEIGHBOURS = 256, 10_000, 3  # REFERENCE_SIZE: for KID and P/R
+FLOOR_SET_SIZE = 10_000  # images in each set that the floors and noise were measured on
 MEMORISATION_PERCENTILE = 1.0  # memorised: nearer a training image than 99 % of test images
 DEFAULT_TRAIN_DIR = "data/mnist_rgb"
 
@@ -315,7 +316,23 @@ def folder_report(folders: list[str | Path], train_dir: str | Path = DEFAULT_TRA
         f"{FEATURE_DIM}-d features; its digit-FID is not the Inception FID)",
         "floor: MNIST's test set scored against its training set; noise: std over 5 disjoint "
         "10,000-image training blocks, each against the rest",
-        reports[0].summary() if len(reports) == 1 else measure_table(reports)])
+        reports[0].summary() if len(reports) == 1 else measure_table(reports),
+        *incomparable(min(map(len, sample_sets)), len(train_images), train_dir)])
+
+
+def incomparable(num_samples: int, num_train: int, train_dir: str | Path) -> list[str]:
+    """Notes for a table whose floors and noise (10,000 samples against MNIST's 60,000 training
+    images) do not fit the sets measured."""
+    notes = []
+    if num_samples < FLOOR_SET_SIZE:
+        notes.append(f"note: {num_samples:,} images, not {FLOOR_SET_SIZE:,}: the floors and noise "
+                     f"are for {FLOOR_SET_SIZE:,}, and fewer images raise the digit-FID (its bias "
+                     f"grows as 1/N); compare only sets of one size")
+    if num_train != sum(MNIST_TRAIN_COUNTS.values()):
+        notes.append(f"note: {train_dir} holds {num_train:,} images, not MNIST's 60,000 training "
+                     f"digits: precision, recall, KID and memorisation are measured against "
+                     f"them and are not comparable with the floors")
+    return notes
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -33,6 +33,8 @@ class UNetConfig:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "channel_mults", tuple(self.channel_mults))
+        if not self.channel_mults or min(self.channel_mults) < 1:
+            raise ValueError(f"channel_mults must be at least 1 each, got {self.channel_mults}")
         factor = self.patch_size * 2 ** (len(self.channel_mults) - 1)
         if self.image_size % factor:
             raise ValueError(f"image_size {self.image_size} must be divisible by {factor} (patch "

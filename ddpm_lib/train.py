@@ -58,12 +58,13 @@ class TrainConfig:
     """Every training argument; the first fourteen are the assignment's, with its defaults."""
 
     data_path: str = arg("./data/mnist_rgb", "folder of RGB PNGs in subfolders 0/ … 9/")
-    image_size: int = arg(28, "image height and width")
+    image_size: int = arg(28, "image height and width", at_least=1)
     timesteps: int = arg(1000, "number of diffusion timesteps T", at_least=1)
     beta_start: float = arg(0.0001, "first β of the linear schedule")
     beta_end: float = arg(0.02, "last β of the linear schedule")
-    time_emb_dim: int = arg(128, "dimension of the sinusoidal time embedding")
-    base_dim: int = arg(64, "UNet width at its first resolution (× channel_mults below it)")
+    time_emb_dim: int = arg(128, "dimension of the sinusoidal time embedding", at_least=2)
+    base_dim: int = arg(64, "UNet width at its first resolution (× channel_mults below it)",
+                        at_least=1)
     epochs: int = arg(100, "training epochs", at_least=1)
     batch_size: int = arg(128, "global batch (split across torchrun processes)", at_least=1)
     lr: float = arg(2e-4, "AdamW learning rate", above=0)
@@ -255,23 +256,36 @@ def append_log(path: Path, rows: list[dict[str, Any]]) -> None:
 RUN_FILES = ("last.pt", "best_model.pt", "train_log.csv", "eval_log.csv")
 
 
+def refuse_to_overwrite(config: TrainConfig, resumed: Path) -> None:
+    """ValueError if a new run, or one resumed from a checkpoint of another folder, would
+    overwrite the files of an earlier run in --checkpoint_dir or --sample_dir."""
+    earlier = [file for pattern in (*RUN_FILES, "checkpoint_epoch_*.pt")
+               for file in sorted(Path(config.checkpoint_dir).glob(pattern))]
+    earlier += sorted(Path(config.sample_dir).glob("samples_step_*.png"))
+    elsewhere = resumed.resolve().parent != Path(config.checkpoint_dir).resolve()
+    if earlier and (config.resume is None or elsewhere):
+        what = "a new run" if config.resume is None else f"a run resumed from {resumed}"
+        raise ValueError(f"{earlier[0]} exists: {what} would overwrite an earlier run's "
+                         f"files; continue that run with --resume, or choose another "
+                         f"--checkpoint_dir and --sample_dir (or delete them to start over)")
+
+
 def load_resume_state(config: TrainConfig) -> dict[str, Any] | None:
     """The ``--resume`` checkpoint ("last": checkpoint_dir/last.pt), checked against ``config``;
     without ``--resume``, a refusal to overwrite any file of an earlier run."""
     last = Path(config.checkpoint_dir) / "last.pt"
+    path = last if config.resume in ("last", None) else Path(config.resume)
+    refuse_to_overwrite(config, path)
     if config.resume is None:
-        earlier = [path for pattern in (*RUN_FILES, "checkpoint_epoch_*.pt")
-                   for path in sorted(Path(config.checkpoint_dir).glob(pattern))]
-        earlier += sorted(Path(config.sample_dir).glob("samples_step_*.png"))
-        if earlier:
-            raise ValueError(f"{earlier[0]} exists: a new run would overwrite an earlier run's "
-                             f"files; continue it with --resume, or choose another "
-                             f"--checkpoint_dir and --sample_dir (or delete them to start over)")
         return None
-    path = last if config.resume == "last" else Path(config.resume)
     state = load_checkpoint(path)
     resume_time_budget(state["config"], config, path)
     check_compatible(state["config"], asdict(config), path)
+    network = config.model_config().to_dict()
+    if changed := [f"{key} {network.get(key)} (checkpoint: {value})"
+                   for key, value in state["model_config"].items() if network.get(key) != value]:
+        raise CheckpointError(f"{path} holds another network: {'; '.join(changed)}; give its "
+                              f"settings again, or start a new run in another --checkpoint_dir")
     for key in ("optimizer", "lr_scheduler", "ema_num_averaged", "best_eval_loss"):
         if key not in state:
             raise CheckpointError(f"{path} holds no {key}, so it cannot resume training (as "
@@ -298,7 +312,7 @@ def resume_time_budget(saved: dict[str, Any], config: TrainConfig, path: Path) -
 #: What the optimizer, the EMA and the data order were built with: fixed for a resumed run.
 OPTIMISATION_KEYS = ("lr", "batch_size", "warmup_steps", "lr_schedule", "weight_decay",
                      "ema_decay", "grad_clip", "min_snr_gamma", "seed", "max_images",
-                     "class_conditional", "label_dropout")
+                     "class_conditional", "label_dropout", "num_eval_images")
 
 
 def refuse_changed_optimisation(saved: dict[str, Any], config: TrainConfig, path: Path) -> None:
@@ -367,7 +381,8 @@ class Training:
             start_log(self.directory / "train_log.csv", ["step", "epoch", "loss"], kept)
             start_log(self.directory / "eval_log.csv",
                       ["step", "epoch", "eval_loss", "best", "wall_seconds"], kept)
-            print(f"training on {self.device} ({self.world_size} process(es)): {len(self.images)} "
+            print(f"training on {self.device} ({self.world_size} process(es), {self.precision}): "
+                  f"{len(self.images)} "
                   f"images, {self.model.num_parameters():,} parameters, {self.steps_per_epoch} "
                   f"steps/epoch, steps {self.step} → {self.total_steps}")
 
@@ -387,9 +402,10 @@ class Training:
                              f"rebuild it with python -m ddpm_lib.data")
         images = folder.load_all(progress=self.is_main)
         images = images[: config.max_images or None]
-        if len(images) < config.batch_size:
-            raise ValueError(f"--batch_size {config.batch_size} is larger than the "
-                             f"{len(images)} training images")
+        for flag in ("batch_size", "num_eval_images"):
+            if len(images) < getattr(config, flag):
+                raise ValueError(f"--{flag} {getattr(config, flag)} is larger than the "
+                                 f"{len(images)} training images")
         order = torch.randperm(len(images), generator=generator_for(config.seed,
                                                                     Stream.EVAL_IMAGES))
         self.images = images.to(self.device)
@@ -632,8 +648,10 @@ def train(config: TrainConfig,
             dist.destroy_process_group()
     images_per_second = run.images_seen / max(run.train_seconds, 1e-9)
     if run.is_main and not run.images_seen:  # --resume of a finished run
-        print(f"nothing to train: {run.directory / 'last.pt'} is at step {run.step}, the end of "
-              f"its {config.epochs} epochs; its best_model.pt is ready for generate")
+        end = (f"--max_steps {config.max_steps}" if run.total_steps == config.max_steps
+               else f"the end of its {config.epochs} epochs")
+        print(f"nothing to train: {run.directory / 'last.pt'} is at step {run.step}, {end}; "
+              f"its best_model.pt is ready for generate")
     elif run.is_main:
         print(f"done: {run.step} steps, {images_per_second:,.0f} images/s; in {run.directory}")
     return TrainResult(run.step, run.step / run.steps_per_epoch, run.eval_loss,

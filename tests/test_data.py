@@ -394,8 +394,9 @@ def test_overwrite_refuses_before_building_when_the_folder_holds_a_users_file(
 
 
 def test_a_folder_built_before_manifests_is_replaced_unless_it_holds_other_files(
-    accept_tiny_idx, tiny_mnist_rgb, tmp_path
+    accept_tiny_idx, tiny_mnist_rgb, tmp_path, monkeypatch
 ):
+    expect_per_digit(monkeypatch, 2)  # the tiny idx files' counts: the new build passes its check
     local = dict(source="local", local=accept_tiny_idx[0], download_dir=tmp_path / "dl")
     (tiny_mnist_rgb / "README.md").write_text("mine")
 
@@ -638,3 +639,32 @@ def test_real_mnist_builds_the_full_folder_offline(mnist_dir, tmp_path, capsys, 
     raw = (raw_dir / "train-images-idx3-ubyte").read_bytes()
     first_image = np.frombuffer(raw, np.uint8, count=784, offset=16).reshape(28, 28)
     assert np.array_equal(pixels(tmp_path / "mnist_rgb" / "5" / "00001.png"), rgb(first_image))
+
+
+def test_a_build_that_fails_its_check_leaves_the_old_folder_as_it_was(tiny_mnist_rgb, tmp_path):
+    before = sorted(p.relative_to(tiny_mnist_rgb) for p in tiny_mnist_rgb.rglob("*"))
+    few = {f"mnist/{d}/0000{d}.png": png_bytes(random_digits(1, seed=d)[0]) for d in range(3)}
+    with pytest.raises(ValueError, match="left as it was(.|\n)*digit 5"):
+        build_mnist_rgb(tiny_mnist_rgb, source="local", overwrite=True,
+                        local=write_zip(tmp_path / "few.zip", few))
+    assert sorted(p.relative_to(tiny_mnist_rgb) for p in tiny_mnist_rgb.rglob("*")) == before
+
+
+def test_a_missing_mnist_dir_is_named_as_the_variable(tmp_path, monkeypatch):
+    monkeypatch.setenv("MNIST_DIR", str(tmp_path / "nowhere"))
+    with pytest.raises(FileNotFoundError, match="^MNIST_DIR .*nowhere does not exist"):
+        build_mnist_rgb(tmp_path / "out", source="local")
+
+
+def test_an_idx_file_given_as_local_asks_for_its_folder(tiny_idx, tmp_path):
+    gz = next(Path(tiny_idx[0]).glob("train-images*"))
+    with pytest.raises(ValueError, match="is a file, not mnist.zip: give the folder"):
+        build_mnist_rgb(tmp_path / "out", source="local", local=gz)
+
+
+def test_a_zip_member_that_is_no_image_is_named_plainly(tmp_path):
+    members = {**digit_folder_members(), "mnist/3/garbage.png": b"not a png"}
+    with pytest.raises(ValueError, match=r"'mnist/3/garbage.png' is not a readable image "
+                                         r"\(UnidentifiedImageError\)$"):
+        build_mnist_rgb(tmp_path / "out", source="local",
+                        local=write_zip(tmp_path / "mnist.zip", members))

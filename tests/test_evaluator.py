@@ -262,6 +262,8 @@ def test_cli_prints_one_table_for_one_or_several_folders(tiny_mnist_rgb, tmp_pat
                                 model, facts)
     assert re.split(r"\s{2,}", fid_row)[1] == f"{expected.digit_fid:.3f}"
     assert any(line.startswith("memorised") for line in lines)
+    notes = [line for line in lines if line.startswith("note: ")]  # tiny sets: incomparable
+    assert "40 images, not 10,000" in notes[0] and "holds 40 images, not MNIST's" in notes[1]
     main([str(tiny_mnist_rgb), str(second), "--train_dir", str(tiny_mnist_rgb)])
     out = capsys.readouterr().out
     assert "mean ± std of 2 sets" in out and "±" in out.splitlines()[3]

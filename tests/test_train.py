@@ -561,3 +561,50 @@ def test_fp16_training_scales_its_loss_and_resumes_the_scaler_exactly(tiny_mnist
     a, b = (load_checkpoint(tmp_path / name / "checkpoints/last.pt") for name in "ab")
     assert unbroken.steps == resumed.steps == 10 and a["grad_scaler"] == b["grad_scaler"]
     assert states_equal(a["model"], b["model"])
+
+
+def test_resume_refuses_another_network_before_loading_its_weights(tiny_mnist_rgb, tmp_path):
+    config = tiny_config(tiny_mnist_rgb, tmp_path, epochs=1)
+    train(config)
+    with pytest.raises(ValueError, match=r"another network: channel_mults \[1, 2\]"):
+        train(replace(config, resume="last", channel_mults=(1, 2)))
+
+
+def test_resuming_another_folders_checkpoint_never_overwrites_a_run(tiny_mnist_rgb, tmp_path):
+    first = tiny_config(tiny_mnist_rgb, tmp_path / "first", epochs=1)
+    second = tiny_config(tiny_mnist_rgb, tmp_path / "second", epochs=1)
+    train(first)
+    train(second)
+    before = (tmp_path / "second" / "checkpoints" / "last.pt").read_bytes()
+    with pytest.raises(ValueError, match="resumed from .*first.* would overwrite"):
+        train(replace(second, resume=str(tmp_path / "first" / "checkpoints" / "last.pt")))
+    assert (tmp_path / "second" / "checkpoints" / "last.pt").read_bytes() == before
+    forked = tiny_config(tiny_mnist_rgb, tmp_path / "fork", epochs=2)  # an empty folder: fine
+    assert train(replace(forked, resume=str(tmp_path / "first" / "checkpoints" / "last.pt"))
+                 ).steps == 10
+
+
+@pytest.mark.parametrize("overrides, words", [
+    ({"base_dim": 0}, "--base_dim must be at least 1"),
+    ({"time_emb_dim": 0}, "--time_emb_dim must be at least 2"),
+    ({"channel_mults": (-1, 2)}, "channel_mults must be at least 1"),
+    ({"device": "meta"}, "--device 'meta'")])
+def test_impossible_networks_and_devices_are_refused_before_any_file(tiny_mnist_rgb, tmp_path,
+                                                                     overrides, words):
+    with pytest.raises(ValueError, match=words):
+        train(tiny_config(tiny_mnist_rgb, tmp_path, **overrides))
+    assert not (tmp_path / "checkpoints").exists()
+
+
+def test_more_evaluation_images_than_training_images_are_refused(tiny_mnist_rgb, tmp_path):
+    with pytest.raises(ValueError, match="--num_eval_images 5000 is larger than the 40"):
+        train(tiny_config(tiny_mnist_rgb, tmp_path, num_eval_images=5000))
+
+
+def test_a_run_stopped_by_max_steps_says_so_on_resume(tiny_mnist_rgb, tmp_path, capsys):
+    config = tiny_config(tiny_mnist_rgb, tmp_path, max_steps=3)
+    train(config)
+    out = capsys.readouterr().out
+    assert "process(es), fp32)" in out  # the precision that runs is announced
+    train(replace(config, resume="last"))
+    assert "nothing to train" in (out := capsys.readouterr().out) and "--max_steps 3" in out
