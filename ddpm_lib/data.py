@@ -256,11 +256,13 @@ def refuse_to_replace(out_dir: Path, overwrite: bool) -> None:
 
 def build_mnist_rgb(out_dir: str | Path = DEFAULT_OUT_DIR, source: str = "auto",
                     local: str | Path | None = None, overwrite: bool = False,
-                    download_dir: str | Path = DEFAULT_DOWNLOAD_DIR) -> DatasetReport:
+                    download_dir: str | Path | None = None) -> DatasetReport:
     """Build ``out_dir`` in a hidden sibling, list its files in its manifest, swap it in by renames
     on success; return its check. "auto" tries the course zip, then torchvision's MNIST. ``local``
-    (auto and local: default ``$MNIST_DIR``): mnist.zip, or a folder of it or of the idx files."""
+    (auto and local: default ``$MNIST_DIR``): mnist.zip, or a folder of it or of the idx files.
+    Downloads and checked idx copies go to ``download_dir`` (default: ``downloads`` beside it)."""
     out_dir = Path(out_dir)
+    download_dir = Path(download_dir) if download_dir else out_dir.parent / "downloads"
     refuse_to_replace(out_dir, overwrite)
     if local and source == "mnist":
         raise ValueError(f"--source mnist would ignore --local {local}: drop one of the two")
@@ -277,7 +279,7 @@ def build_mnist_rgb(out_dir: str | Path = DEFAULT_OUT_DIR, source: str = "auto",
     except OSError as error:
         raise OSError(f"--out {out_dir} cannot be made ({error.strerror}): pick another") from None
     try:
-        build_into(staging, source, Path(local) if local else None, Path(download_dir))
+        build_into(staging, source, Path(local) if local else None, download_dir)
         made = sorted(p.relative_to(staging).as_posix() for p in staging.rglob("*"))
         (staging / MANIFEST).write_text("\n".join([f"# {BUILD_COMMAND} {__version__} --source "
                                                    f"{source} made these:", MANIFEST, *made, ""]))

@@ -624,8 +624,7 @@ def test_cli_as_a_process_exits_1_without_traceback(tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.real_mnist
-def test_real_mnist_builds_the_full_folder_offline(mnist_dir, tmp_path, capsys, monkeypatch):
-    monkeypatch.chdir(tmp_path)  # downloads (the decompressed idx files) land in data/downloads
+def test_real_mnist_builds_the_full_folder_offline(mnist_dir, tmp_path, capsys):
     started = time.perf_counter()
     main(["--out", str(tmp_path / "mnist_rgb"), "--source", "local", "--local", str(mnist_dir)])
     built = time.perf_counter() - started
@@ -635,7 +634,7 @@ def test_real_mnist_builds_the_full_folder_offline(mnist_dir, tmp_path, capsys, 
 
     printed = capsys.readouterr().out  # both check MNIST's counts per digit (the default)
     assert printed.count("all checks passed") == 2 and printed.count("60000 PNGs") == 2
-    raw_dir = tmp_path / "data" / "downloads" / "MNIST" / "raw"
+    raw_dir = tmp_path / "downloads" / "MNIST" / "raw"  # the checked idx files, beside --out
     raw = (raw_dir / "train-images-idx3-ubyte").read_bytes()
     first_image = np.frombuffer(raw, np.uint8, count=784, offset=16).reshape(28, 28)
     assert np.array_equal(pixels(tmp_path / "mnist_rgb" / "5" / "00001.png"), rgb(first_image))
@@ -668,3 +667,12 @@ def test_a_zip_member_that_is_no_image_is_named_plainly(tmp_path):
                                          r"\(UnidentifiedImageError\)$"):
         build_mnist_rgb(tmp_path / "out", source="local",
                         local=write_zip(tmp_path / "mnist.zip", members))
+
+
+def test_checked_idx_copies_land_beside_out_not_in_the_working_folder(accept_tiny_idx, tmp_path,
+                                                                      monkeypatch):
+    expect_per_digit(monkeypatch, 2)
+    monkeypatch.chdir(tmp_path)
+    build_mnist_rgb(tmp_path / "elsewhere" / "mnist_rgb", "local", accept_tiny_idx[0])
+    assert (tmp_path / "elsewhere" / "downloads" / "MNIST" / "raw").is_dir()
+    assert not (tmp_path / "data").exists()
