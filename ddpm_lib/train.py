@@ -402,10 +402,12 @@ class Training:
                              f"rebuild it with python -m ddpm_lib.data")
         images = folder.load_all(progress=self.is_main)
         images = images[: config.max_images or None]
-        for flag in ("batch_size", "num_eval_images"):
-            if len(images) < getattr(config, flag):
-                raise ValueError(f"--{flag} {getattr(config, flag)} is larger than the "
-                                 f"{len(images)} training images")
+        if len(images) < config.batch_size:
+            raise ValueError(f"--batch_size {config.batch_size} is larger than the "
+                             f"{len(images)} training images")
+        if len(images) < config.num_eval_images and self.is_main:
+            print(f"--num_eval_images {config.num_eval_images}: the evaluation batch is all "
+                  f"{len(images)} training images")
         order = torch.randperm(len(images), generator=generator_for(config.seed,
                                                                     Stream.EVAL_IMAGES))
         self.images = images.to(self.device)

@@ -596,9 +596,9 @@ def test_impossible_networks_and_devices_are_refused_before_any_file(tiny_mnist_
     assert not (tmp_path / "checkpoints").exists()
 
 
-def test_more_evaluation_images_than_training_images_are_refused(tiny_mnist_rgb, tmp_path):
-    with pytest.raises(ValueError, match="--num_eval_images 5000 is larger than the 40"):
-        train(tiny_config(tiny_mnist_rgb, tmp_path, num_eval_images=5000))
+def test_more_evaluation_images_than_training_images_says_so(tiny_mnist_rgb, tmp_path, capsys):
+    train(tiny_config(tiny_mnist_rgb, tmp_path, num_eval_images=5000, max_steps=1))
+    assert "--num_eval_images 5000: the evaluation batch is all 40" in capsys.readouterr().out
 
 
 def test_a_run_stopped_by_max_steps_says_so_on_resume(tiny_mnist_rgb, tmp_path, capsys):
