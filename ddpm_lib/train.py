@@ -281,16 +281,16 @@ def load_resume_state(config: TrainConfig) -> dict[str, Any] | None:
     state = load_checkpoint(path)
     resume_time_budget(state["config"], config, path)
     check_compatible(state["config"], asdict(config), path)
+    for key in ("optimizer", "lr_scheduler", "ema_num_averaged", "best_eval_loss"):
+        if key not in state:
+            raise CheckpointError(f"{path} holds no {key}, so it cannot resume training (as "
+                                  f"best_model.pt): resume from last.pt or checkpoint_epoch_*.pt")
+    refuse_changed_optimisation(state["config"], config, path)  # names the flags
     network = config.model_config().to_dict()
     if changed := [f"{key} {network.get(key)} (checkpoint: {value})"
                    for key, value in state["model_config"].items() if network.get(key) != value]:
         raise CheckpointError(f"{path} holds another network: {'; '.join(changed)}; give its "
                               f"settings again, or start a new run in another --checkpoint_dir")
-    for key in ("optimizer", "lr_scheduler", "ema_num_averaged", "best_eval_loss"):
-        if key not in state:
-            raise CheckpointError(f"{path} holds no {key}, so it cannot resume training (as "
-                                  f"best_model.pt): resume from last.pt or checkpoint_epoch_*.pt")
-    refuse_changed_optimisation(state["config"], config, path)
     return state
 
 
