@@ -382,9 +382,8 @@ class Training:
             start_log(self.directory / "eval_log.csv",
                       ["step", "epoch", "eval_loss", "best", "wall_seconds"], kept)
             print(f"training on {self.device} ({self.world_size} process(es), {self.precision}): "
-                  f"{len(self.images)} "
-                  f"images, {self.model.num_parameters():,} parameters, {self.steps_per_epoch} "
-                  f"steps/epoch, steps {self.step} → {self.total_steps}")
+                  f"{len(self.images)} images, {self.model.num_parameters():,} parameters, "
+                  f"{self.steps_per_epoch} steps/epoch, steps {self.step} → {self.total_steps}")
 
     def load_images(self) -> None:
         """All training images (uint8) and a fixed evaluation batch of them, on the device."""
