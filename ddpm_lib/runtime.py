@@ -24,10 +24,10 @@ def pick_device(choice: str = "auto", local_rank: int = 0) -> torch.device:
     if choice != "auto":
         try:
             device = torch.device(choice)
-            if device.type not in ("cpu", "cuda", "mps"):
-                raise RuntimeError(device.type)
         except RuntimeError:
-            raise ValueError(f"--device {choice!r}: use auto, cpu, cuda, cuda:N or mps") from None
+            device = None
+        if device is None or device.type not in ("cpu", "cuda", "mps"):
+            raise ValueError(f"--device {choice!r}: use auto, cpu, cuda, cuda:N or mps")
         available = {"cuda": torch.cuda.is_available, "mps": torch.backends.mps.is_available}
         if not available.get(device.type, lambda: True)():
             raise ValueError(f"--device {choice}: PyTorch sees no {device.type} device here; "
