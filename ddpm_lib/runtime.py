@@ -20,23 +20,30 @@ def generator_for(seed: int, *streams: int, device: torch.device | str = "cpu") 
 
 
 def pick_device(choice: str = "auto", local_rank: int = 0) -> torch.device:
-    """``auto``: CUDA (this process's GPU), then Apple's MPS, then the CPU."""
-    if choice != "auto":
-        try:
-            device = torch.device(choice)
-        except RuntimeError:
-            device = None
-        if device is None or device.type not in ("cpu", "cuda", "mps"):
-            raise ValueError(f"--device {choice!r}: use auto, cpu, cuda, cuda:N or mps")
-        available = {"cuda": torch.cuda.is_available, "mps": torch.backends.mps.is_available}
-        if not available.get(device.type, lambda: True)():
-            raise ValueError(f"--device {choice}: PyTorch sees no {device.type} device here; "
-                             f"use --device auto (or cpu)")
+    """``auto``: CUDA (this process's GPU, ``local_rank``), then Apple's MPS, then the CPU.
+    ``cuda`` alone is this process's GPU too; ``cuda:N`` must exist."""
+    automatic = ("cuda" if torch.cuda.is_available() else
+                 "mps" if torch.backends.mps.is_available() else "cpu")
+    try:
+        device = torch.device(automatic if choice == "auto" else choice)
+    except RuntimeError:
+        device = None
+    if device is None or device.type not in ("cpu", "cuda", "mps"):
+        raise ValueError(f"--device {choice!r}: use auto, cpu, cuda, cuda:N or mps")
+    available = {"cuda": torch.cuda.is_available, "mps": torch.backends.mps.is_available}
+    if not available.get(device.type, lambda: True)():
+        raise ValueError(f"--device {choice}: PyTorch sees no {device.type} device here; "
+                         f"use --device auto (or cpu)")
+    if device.type != "cuda":
         return device
-    if torch.cuda.is_available():
-        torch.cuda.set_device(local_rank)
-        return torch.device("cuda", local_rank)
-    return torch.device("mps" if torch.backends.mps.is_available() else "cpu")
+    index = local_rank if device.index is None else device.index
+    if index >= torch.cuda.device_count():
+        raise ValueError(f"--device {choice}: this process would use cuda:{index}, but PyTorch "
+                         f"sees {torch.cuda.device_count()} GPU(s) here (cuda:0 … "
+                         f"cuda:{torch.cuda.device_count() - 1}); start at most that many "
+                         f"processes, or give another --device")
+    torch.cuda.set_device(index)
+    return torch.device("cuda", index)
 
 
 #: --precision: auto picks per device (:func:`resolve_precision`).

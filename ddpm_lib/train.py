@@ -338,6 +338,9 @@ class Training:
         self.is_main, self.directory = self.rank == 0, Path(config.checkpoint_dir)
         self.device = runtime.pick_device(config.device, int(os.environ.get("LOCAL_RANK", 0)))
         cuda = self.device.type == "cuda"
+        if self.world_size > 1 and cuda and ":" in config.device:
+            raise ValueError(f"--device {config.device} under torchrun: give --device cuda (or "
+                             f"auto), so that each process takes a GPU of its own")
         if self.world_size > 1 and not dist.is_initialized():
             dist.init_process_group(backend="nccl" if cuda else "gloo")
         if config.batch_size % self.world_size:

@@ -167,6 +167,28 @@ def test_an_unusable_device_is_refused_in_one_line(module, device, tmp_path):
         main([*args[module], "--device", device])
 
 
+def test_a_gpu_this_machine_lacks_is_refused_before_cuda_sees_it(monkeypatch):
+    """On a pretend one-GPU machine: cuda:7, and a second process's cuda, are named (on the
+    H200 of call 13, cuda:7 died with a driver traceback); cuda alone is the process's GPU."""
+    chosen = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(torch.cuda, "set_device", chosen.append)
+    with pytest.raises(ValueError, match=r"--device cuda:7: .*cuda:7, but PyTorch sees 1 GPU"):
+        runtime.pick_device("cuda:7")
+    with pytest.raises(ValueError, match=r"--device auto: .*cuda:1, but PyTorch sees 1 GPU"):
+        runtime.pick_device("auto", local_rank=1)
+    assert runtime.pick_device("cuda") == torch.device("cuda", 0) and chosen == [0]
+
+
+def test_one_gpu_named_for_every_torchrun_process_is_refused(monkeypatch, tmp_path):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setattr(runtime, "pick_device", lambda *args: torch.device("cuda", 0))
+    config = TrainConfig(data_path=str(tmp_path), device="cuda:0")
+    with pytest.raises(ValueError, match=r"--device cuda:0 under torchrun: give --device cuda"):
+        train_module.Training(config)
+
+
 def test_a_corrupt_checkpoint_gets_a_clear_error(tmp_path):
     path = tmp_path / "last.pt"
     save_checkpoint({"step": 1, "model": {}}, path)
