@@ -42,6 +42,9 @@ RECIPES: dict[str, dict[str, Any]] = {
              "epochs": 40, "eval_interval": 5},
 }
 
+#: --label_dropout's default: p_uncond, the share of labels dropped in conditional training.
+LABEL_DROPOUT = 0.1
+
 #: What a field's metadata may demand of its value: key → (holds(value, bound), words).
 CHECKS = {"choices": (lambda value, choices: value in choices, "one of"),
           "at_least": (operator.ge, "at least"), "above": (operator.gt, "above"),
@@ -104,8 +107,8 @@ class TrainConfig:
                          choices=runtime.PRECISIONS)
     class_conditional: bool = arg(False, "learn ε_θ(x_t, t, c) for the digit c of each image's "
                                   "folder, for classifier-free guidance (generate --digit)")
-    label_dropout: float = arg(0.1, "with --class_conditional: share of labels dropped to ∅ "
-                               "(p_uncond; Ho & Salimans 2022 found 0.1–0.2 best)",
+    label_dropout: float = arg(LABEL_DROPOUT, "with --class_conditional: share of labels "
+                               "dropped to ∅ (p_uncond; Ho & Salimans 2022 found 0.1–0.2 best)",
                                at_least=0, below=1)
 
     def __post_init__(self) -> None:
@@ -119,6 +122,9 @@ class TrainConfig:
                      for f in fields(self) for key, (holds, words) in CHECKS.items()
                      if key in f.metadata and f.name not in infinite
                      and not holds(values[f.name], f.metadata[key])]
+        if not self.class_conditional and self.label_dropout != LABEL_DROPOUT:
+            problems.append(f"--label_dropout {self.label_dropout} acts only with "
+                            f"--class_conditional: add that flag, or leave --label_dropout out")
         if problems:
             raise ValueError("; ".join(problems))
         self.model_config()  # raises if the network cannot be built at this size
@@ -432,6 +438,8 @@ class Training:
                   f"takes 1.3-1.6 min of it on a fresh H100 (more on fewer CPU cores) and pays "
                   f"off only in longer runs; --compile yes compiles anyway")
             return self.model
+        if self.is_main:  # a minute or more before the first step, on a CPU too
+            print("compiling the training step (--compile no trains without)", flush=True)
         started = time.perf_counter()
         example = example_batch(config.batch_size // self.world_size, config.image_size, device)
         if self.labels is not None:  # the labels: the graph's third input

@@ -218,6 +218,12 @@ def test_conditional_training_resumes_exactly_and_refuses_a_changed_flag(tiny_mn
             train(replace(broken, resume="last", **change))
 
 
+def test_label_dropout_without_class_conditional_is_refused_not_ignored(tmp_path):
+    with pytest.raises(ValueError, match="--label_dropout 0.2 acts only with --class_conditional"):
+        TrainConfig(data_path=str(tmp_path), label_dropout=0.2)
+    assert TrainConfig(data_path=str(tmp_path), class_conditional=True, label_dropout=0.2)
+
+
 def test_conditional_training_refuses_a_flat_folder(tiny_mnist_rgb, tmp_path):
     flat = tmp_path / "flat"
     flat.mkdir()
