@@ -4,6 +4,7 @@ import gzip
 import hashlib
 import io
 import os
+import shutil
 import stat
 import struct
 import subprocess
@@ -101,16 +102,22 @@ def accept_tiny_idx(tiny_idx, monkeypatch):
     return tiny_idx
 
 
+def expect_counts(monkeypatch, counts: dict[int, int]) -> None:
+    """Make ``counts`` (a flat folder: their total) what the check expects by default, so a
+    build of tiny data passes its check and is installed."""
+    monkeypatch.setattr(data.check_mnist_rgb, "__defaults__", (data.DEFAULT_OUT_DIR, counts))
+
+
 def expect_per_digit(monkeypatch, count: int) -> None:
     """Make ``count`` images per digit what the check expects by default (not MNIST's counts)."""
-    defaults = (data.DEFAULT_OUT_DIR, dict.fromkeys(range(10), count))
-    monkeypatch.setattr(data.check_mnist_rgb, "__defaults__", defaults)
+    expect_counts(monkeypatch, dict.fromkeys(range(10), count))
 
 
 # --- zips: a local copy of the course's mnist.zip -----------------------------------------------
 
 
-def test_zip_with_digit_folders_becomes_rgb_pngs_in_digit_folders(tmp_path):
+def test_zip_with_digit_folders_becomes_rgb_pngs_in_digit_folders(tmp_path, monkeypatch):
+    expect_counts(monkeypatch, {**dict.fromkeys(range(10), 2), 3: 3})
     members = digit_folder_members()
     gray_member = random_digits(1, seed=5)[0]
     members["mnist/3/00099.png"] = png_bytes(gray_member)  # mode L: must become RGB
@@ -126,7 +133,8 @@ def test_zip_with_digit_folders_becomes_rgb_pngs_in_digit_folders(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["mnist.zip", "mnist_rgb"]  # no staging
 
 
-def test_flat_zip_in_a_folder_given_to_local_stays_flat(tmp_path):
+def test_flat_zip_in_a_folder_given_to_local_stays_flat(tmp_path, monkeypatch):
+    expect_counts(monkeypatch, {0: 12})  # a flat folder: their total
     grays = random_digits(12)
     members = {f"mnist/{i + 1:05d}.png": png_bytes(rgb(g)) for i, g in enumerate(grays)}
     (tmp_path / "copy").mkdir()
@@ -135,7 +143,7 @@ def test_flat_zip_in_a_folder_given_to_local_stays_flat(tmp_path):
     report = build_mnist_rgb(tmp_path / "out", source="course-zip", local=tmp_path / "copy")
 
     assert report.layout == "flat" and report.total == 12 and report.counts == {}
-    assert report.problems == ["12 images, expected 60000"]
+    assert report.problems == []
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
         *(f"{i:05d}.png" for i in range(1, 13)), "MANIFEST.txt"
     ]
@@ -184,15 +192,55 @@ def test_not_a_zip_and_a_corrupt_member_name_the_file_and_leave_nothing(tmp_path
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.zip", "pointer.zip"]
 
 
-def test_a_failed_overwrite_keeps_the_previous_folder(tiny_mnist_rgb, tmp_path):
-    before = sorted(tiny_mnist_rgb.rglob("*"))
+def test_a_failed_overwrite_keeps_the_previous_folder(built, tmp_path):
+    out = built[0]
+    before = tree(out)
     broken = write_zip(tmp_path / "broken.zip", {"0/00001.png": b"not a png"})
 
     with pytest.raises(ValueError, match="'0/00001.png'"):
-        build_mnist_rgb(tiny_mnist_rgb, source="local", local=broken, overwrite=True)
+        build_mnist_rgb(out, source="local", local=broken, overwrite=True)
 
-    assert sorted(tiny_mnist_rgb.rglob("*")) == before
+    assert tree(out) == before
     assert not any(p.name.endswith(".partial") for p in tmp_path.iterdir())
+
+
+def test_a_zip_member_too_large_for_a_28x28_png_is_refused_before_any_is_read(
+    tmp_path, monkeypatch
+):
+    members = {**digit_folder_members(), "mnist/1/00002.png": bytes(2**20)}  # 1 MiB of zeros
+    zip_path = write_zip(tmp_path / "z.zip", members)
+    reads = []
+    monkeypatch.setattr(zipfile.ZipFile, "read", lambda archive, member: reads.append(member))
+
+    with pytest.raises(ValueError, match="'mnist/1/00002.png' is 1,048,576 bytes") as error:
+        build_mnist_rgb(tmp_path / "out", source="local", local=zip_path)
+
+    assert "z.zip" in str(error.value) and "not the course's mnist.zip" in str(error.value)
+    assert reads == [] and sorted(p.name for p in tmp_path.iterdir()) == ["z.zip"]
+
+
+def test_a_zip_png_that_is_not_28x28_is_named(tmp_path):
+    members = {**digit_folder_members(), "mnist/3/00099.png": png_bytes(random_digits(1, 32)[0])}
+
+    with pytest.raises(ValueError, match="'mnist/3/00099.png' is 32×32, not 28×28"):
+        build_mnist_rgb(tmp_path / "out", source="local",
+                        local=write_zip(tmp_path / "z.zip", members))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["z.zip"]
+
+
+def test_a_zip_build_that_fails_its_check_installs_nothing_and_names_no_staging_path(tmp_path):
+    one_each = {f"mnist/{d}/{d + 1:05d}.png": png_bytes(random_digits(1, seed=d)[0])
+                for d in range(10)}
+    zip_path = write_zip(tmp_path / "z.zip", one_each)
+
+    with pytest.raises(SystemExit) as failed:
+        main(["--out", str(tmp_path / "out_z"), "--source", "local", "--local", str(zip_path)])
+
+    message = failed.value.code
+    assert message.startswith("error: ") and f"{tmp_path / 'out_z'} was not made" in message
+    assert f"{zip_path}: 10 PNGs" in message and "folder 0 holds 1 PNGs, expected 5923" in message
+    assert ".partial" not in message and str(tmp_path / "out_z" / "0") not in message
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["z.zip"]  # no --out, no staging
 
 
 # --- downloads (mocked): the course zip through huggingface_hub, MNIST through torchvision ------
@@ -207,6 +255,7 @@ def fake_torchvision_mnist(images: np.ndarray, labels: np.ndarray, calls: list):
 
 
 def test_course_zip_tries_the_dataset_repo_then_the_model_repo(tmp_path, monkeypatch):
+    expect_per_digit(monkeypatch, 2)
     source_zip = write_zip(tmp_path / "source.zip", digit_folder_members())
     calls = []
 
@@ -230,6 +279,7 @@ def test_auto_falls_back_to_torchvision_when_the_course_zip_fails(tmp_path, monk
         raise LocalEntryNotFoundError("cannot reach huggingface.co")
 
     images, labels, calls = random_digits(10, seed=3), np.arange(10, dtype=np.int64), []
+    expect_per_digit(monkeypatch, 1)
     monkeypatch.delenv("MNIST_DIR", raising=False)
     monkeypatch.setattr(data, "hf_hub_download", offline)
     fake_mnist = fake_torchvision_mnist(images, labels, calls)
@@ -268,6 +318,7 @@ def test_no_internet_at_all_says_how_to_build_offline(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("gz", [True, False])
 def test_local_idx_files_become_rgb_pngs_named_by_index(tmp_path, monkeypatch, gz):
+    expect_per_digit(monkeypatch, 2)
     images = random_digits(20, seed=2)
     labels = (np.arange(20) * 3 % 10).astype(np.uint8)
     checksums = write_idx(tmp_path / "idx", images, labels, gz)
@@ -311,6 +362,7 @@ def test_a_truncated_gzip_is_named(accept_tiny_idx, tmp_path):
 
 def test_auto_uses_mnist_dir_from_the_environment(accept_tiny_idx, tmp_path, monkeypatch):
     monkeypatch.setenv("MNIST_DIR", str(accept_tiny_idx[0]))
+    expect_per_digit(monkeypatch, 2)
     monkeypatch.setattr(data, "hf_hub_download", None)  # the network must not be used
 
     report = build_mnist_rgb(tmp_path / "out", download_dir=tmp_path / "dl")
@@ -337,8 +389,10 @@ def tree(root: Path) -> dict[str, bytes]:
 
 
 @pytest.fixture
-def built(accept_tiny_idx, tmp_path):
-    """A folder built from the tiny idx files, and the arguments that build it again."""
+def built(accept_tiny_idx, tmp_path, monkeypatch):
+    """A folder built from the tiny idx files, and the arguments that build it again (the check
+    expects their 2 images per digit)."""
+    expect_per_digit(monkeypatch, 2)
     out = tmp_path / "mnist_rgb"
     build_mnist_rgb(out, "local", accept_tiny_idx[0], download_dir=tmp_path / "dl")
     return out, ["--out", str(out), "--source", "local", "--local", str(accept_tiny_idx[0])]
@@ -393,20 +447,69 @@ def test_overwrite_refuses_before_building_when_the_folder_holds_a_users_file(
     assert tree(out) == before
 
 
-def test_a_folder_built_before_manifests_is_replaced_unless_it_holds_other_files(
-    accept_tiny_idx, tiny_mnist_rgb, tmp_path, monkeypatch
+@pytest.mark.parametrize(
+    ("users", "named"),
+    [("3/my_drawing.png", "3/my_drawing.png"), ("mine.png", "mine.png"), ("3/1.png", "3/1.png"),
+     ("10/00001.png", "10"), ("0/00001.PNG", "0/00001.PNG")],
+)
+def test_overwrite_without_a_manifest_keeps_pngs_a_build_would_not_have_named(
+    built, users, named
 ):
-    expect_per_digit(monkeypatch, 2)  # the tiny idx files' counts: the new build passes its check
+    out, args = built
+    (out / "MANIFEST.txt").unlink()  # as built before manifests
+    (out / users).parent.mkdir(exist_ok=True)
+    (out / users).write_bytes(b"mine")
+    before = tree(out)
+
+    with pytest.raises(SystemExit) as refused:
+        main([*args, "--overwrite"])
+
+    assert refused.value.code.startswith("error: --overwrite would delete ")
+    assert str(out / named) + "," in refused.value.code and "\n" not in refused.value.code
+    assert tree(out) == before
+
+
+def test_a_folder_of_pngs_not_named_as_a_build_names_them_is_not_overwritten(
+    accept_tiny_idx, tiny_mnist_rgb, tmp_path
+):
+    before = tree(tiny_mnist_rgb)  # {digit}/{digit}_{i:05d}.png: a user's, not a build's
+
+    with pytest.raises(FileExistsError, match="--overwrite would delete .*0_00000.png"):
+        build_mnist_rgb(tiny_mnist_rgb, "local", accept_tiny_idx[0], overwrite=True,
+                        download_dir=tmp_path / "dl")
+    assert tree(tiny_mnist_rgb) == before
+
+
+def test_a_folder_built_before_manifests_is_replaced_unless_it_holds_other_files(
+    built, accept_tiny_idx, tmp_path
+):
+    out = built[0]
+    (out / "MANIFEST.txt").unlink()  # as built before manifests: {digit}/{index:05d}.png
+    (out / "7" / "00002.png").write_bytes(b"old")
     local = dict(source="local", local=accept_tiny_idx[0], download_dir=tmp_path / "dl")
-    (tiny_mnist_rgb / "README.md").write_text("mine")
+    (out / "README.md").write_text("mine")
 
     with pytest.raises(FileExistsError, match="README.md"):
-        build_mnist_rgb(tiny_mnist_rgb, overwrite=True, **local)
-    assert len(list(tiny_mnist_rgb.rglob("*.png"))) == 40
-    (tiny_mnist_rgb / "README.md").unlink()
-    report = build_mnist_rgb(tiny_mnist_rgb, overwrite=True, **local)
+        build_mnist_rgb(out, overwrite=True, **local)
+    assert len(list(out.rglob("*.png"))) == 20
+    (out / "README.md").unlink()
+    report = build_mnist_rgb(out, overwrite=True, **local)
 
-    assert report.total == 20 and not (tiny_mnist_rgb / "3" / "3_00000.png").exists()
+    assert report.total == 20 and (out / "7" / "00002.png").read_bytes() != b"old"
+
+
+def test_overwrite_deletes_a_digit_folder_symlink_not_what_it_points_to(built, tmp_path):
+    out, args = built
+    elsewhere = tmp_path / "elsewhere"
+    shutil.copytree(out / "5", elsewhere)
+    shutil.rmtree(out / "5")
+    (out / "5").symlink_to(elsewhere, target_is_directory=True)
+    kept = tree(elsewhere)
+
+    main([*args, "--overwrite"])
+
+    assert not (out / "5").is_symlink() and len(list((out / "5").iterdir())) == 2
+    assert tree(elsewhere) == kept
 
 
 def test_an_out_that_is_a_file_or_cannot_be_written_is_named(accept_tiny_idx, tmp_path):
@@ -421,7 +524,9 @@ def test_an_out_that_is_a_file_or_cannot_be_written_is_named(accept_tiny_idx, tm
     assert a_file.read_text() == "mine"
 
 
-def test_an_interrupted_builds_leftovers_are_removed_by_the_next(accept_tiny_idx, tmp_path):
+def test_an_interrupted_builds_leftovers_are_removed_by_the_next(accept_tiny_idx, tmp_path,
+                                                                 monkeypatch):
+    expect_per_digit(monkeypatch, 2)
     for leftover in (".out.partial/new/0/00001.png", "dl/MNIST/raw/.train-images-idx3-"
                      "ubyte.partial", ".out.partial/old/MANIFEST.txt"):
         (tmp_path / leftover).parent.mkdir(parents=True, exist_ok=True)
@@ -476,10 +581,56 @@ def test_wrong_size_or_mode_names_the_file(tiny_mnist_rgb, pixels_, found):
 
 
 def test_missing_or_empty_root_says_how_to_build_it(tmp_path):
-    for root in (tmp_path / "nowhere", tmp_path):
+    (tmp_path / "a_file").write_text("mine")
+    for root, fact in [(tmp_path / "nowhere", "does not exist"), (tmp_path / "a_file", "is a file"),
+                       (tmp_path, "holds no PNGs")]:
         with pytest.raises(FileNotFoundError, match="python -m ddpm_lib.data") as error:
             MnistRGBFolder(root)
-        assert str(root) in str(error.value)
+        assert f"{root} {fact}" in str(error.value)
+
+
+@pytest.mark.parametrize("stray", ["3/sub/x.png", "10/x.png", "x.png"])
+def test_dataset_refuses_digit_folders_beside_pngs_elsewhere_as_the_check_does(
+    tiny_mnist_rgb, stray
+):
+    (tiny_mnist_rgb / stray).parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(rgb(random_digits(1)[0])).save(tiny_mnist_rgb / stray)
+
+    with pytest.raises(ValueError, match="mixes digit folders 0..9 with 1 PNGs") as error:
+        MnistRGBFolder(tiny_mnist_rgb)
+    problems = check_mnist_rgb(tiny_mnist_rgb, expected_counts=dict.fromkeys(range(10), 4)).problems
+
+    assert f"first: {tiny_mnist_rgb / stray}:" in str(error.value)
+    assert problems == [f"1 PNGs outside the layout, first: {tiny_mnist_rgb / stray}"]
+
+
+def test_a_digit_folder_that_is_a_symlink_is_followed_by_the_check_and_the_dataset(
+    tiny_mnist_rgb, tmp_path, monkeypatch, capsys
+):
+    expect_per_digit(monkeypatch, 4)
+    elsewhere = tmp_path / "elsewhere" / "5"
+    elsewhere.parent.mkdir()
+    (tiny_mnist_rgb / "5").rename(elsewhere)
+    (tiny_mnist_rgb / "5").symlink_to(elsewhere, target_is_directory=True)
+
+    main(["--check-only", "--out", str(tiny_mnist_rgb)])  # passes: exit status 0
+    dataset = MnistRGBFolder(tiny_mnist_rgb)
+
+    assert "5: 4," in capsys.readouterr().out
+    assert dataset.labels.count(5) == 4 and dataset.load_all(progress=False).shape[0] == 40
+    assert dataset.paths[20] == tiny_mnist_rgb / "5" / "5_00000.png"
+
+
+def test_a_digit_folder_symlink_to_nothing_is_named_as_such(tiny_mnist_rgb, tmp_path):
+    shutil.rmtree(tiny_mnist_rgb / "5")
+    (tiny_mnist_rgb / "5").symlink_to(tmp_path / "gone", target_is_directory=True)
+
+    with pytest.raises(SystemExit) as failed:
+        main(["--check-only", "--out", str(tiny_mnist_rgb)])
+
+    fact = f"folder {tiny_mnist_rgb / '5'} is a symlink to {tmp_path / 'gone'}, which is not"
+    assert failed.value.code.startswith("error: ") and fact in failed.value.code
+    assert 5 not in MnistRGBFolder(tiny_mnist_rgb).labels  # training: "folder 5/ is missing"
 
 
 # --- check_mnist_rgb -----------------------------------------------------------------------------
@@ -640,13 +791,14 @@ def test_real_mnist_builds_the_full_folder_offline(mnist_dir, tmp_path, capsys):
     assert np.array_equal(pixels(tmp_path / "mnist_rgb" / "5" / "00001.png"), rgb(first_image))
 
 
-def test_a_build_that_fails_its_check_leaves_the_old_folder_as_it_was(tiny_mnist_rgb, tmp_path):
-    before = sorted(p.relative_to(tiny_mnist_rgb) for p in tiny_mnist_rgb.rglob("*"))
+def test_a_build_that_fails_its_check_leaves_the_old_folder_as_it_was(built, tmp_path):
+    out = built[0]
+    before = tree(out)
     few = {f"mnist/{d}/0000{d}.png": png_bytes(random_digits(1, seed=d)[0]) for d in range(3)}
     with pytest.raises(ValueError, match="left as it was(.|\n)*digit 5"):
-        build_mnist_rgb(tiny_mnist_rgb, source="local", overwrite=True,
+        build_mnist_rgb(out, source="local", overwrite=True,
                         local=write_zip(tmp_path / "few.zip", few))
-    assert sorted(p.relative_to(tiny_mnist_rgb) for p in tiny_mnist_rgb.rglob("*")) == before
+    assert tree(out) == before
 
 
 def test_a_missing_mnist_dir_is_named_as_the_variable(tmp_path, monkeypatch):
