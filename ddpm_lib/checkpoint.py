@@ -1,6 +1,7 @@
 """Checkpoints (dicts, see ``train.checkpoint_state``): atomic writes, safe loads, checks."""
 
 import os
+import pickle
 from pathlib import Path
 from typing import Any
 
@@ -42,12 +43,15 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         raise FileNotFoundError(f"checkpoint {path} is a folder: give a .pt file in it")
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist: train one (ddpm_lib.train)")
+    fix = "give one that python -m ddpm_lib.train wrote"
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        raise CheckpointError(f"checkpoint {path} holds Python objects besides tensors, which "
+                              f"loading with weights_only=True refuses to run: {fix}") from None
     except Exception as error:
-        reason = f"{type(error).__name__}: {(str(error).splitlines() or [''])[0][:200]}"
         raise CheckpointError(f"could not read checkpoint {path}: truncated, corrupt or not a "
-                              f"PyTorch file ({reason})") from error
+                              f"PyTorch file ({type(error).__name__}); {fix}") from None
     missing = [key for key in ("model", "ema_model", "step", "config", "model_config", "version")
                if not isinstance(state, dict) or key not in state]
     if missing:

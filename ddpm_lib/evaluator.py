@@ -9,6 +9,7 @@ test set scored as samples) and noise (std over five 10,000-image training block
 
 import argparse
 import functools
+import sys
 from collections import namedtuple
 from pathlib import Path
 from types import SimpleNamespace
@@ -347,6 +348,9 @@ def main(argv: list[str] | None = None) -> None:
         print(folder_report(args.generated_dirs, args.train_dir, pick_device(args.device)))
     except (FileNotFoundError, ValueError) as error:
         raise SystemExit(f"error: {error}") from None
+    except KeyboardInterrupt:
+        print("\ninterrupted: nothing was written", file=sys.stderr)
+        raise SystemExit(130) from None
 
 
 if __name__ == "__main__":

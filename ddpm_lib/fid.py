@@ -9,7 +9,10 @@ one-line errors; ``--save-stats`` writes an ``.npz`` (pytorch-fid's) that stands
 """
 
 import argparse
+import json
+import sys
 import zipfile
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +23,7 @@ from pytorch_fid.inception import FID_WEIGHTS_URL, InceptionV3
 
 from .evaluator import DEFAULT_TRAIN_DIR, folder_report, frechet_distance, list_images
 from .generate import first_difference, read_provenance, same_set
-from .runtime import pick_device
+from .runtime import pick_device, writable_folder
 
 GRADED_NUM_IMAGES = 10_000
 
@@ -59,14 +62,18 @@ def read_statistics(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
 
 def image_files(folder: str | Path) -> list[Path]:
     """A folder's images for the FID, checked before any network loads: at least 2, each
-    readable (PIL's OSError names the file), all of one size (pytorch-fid stacks batches)."""
+    decodable (else ValueError naming it), all of one size (pytorch-fid stacks batches)."""
     files = list_images(folder)
     if len(files) < 2:
         raise ValueError(f"FID needs at least 2 images, got {len(files)} in {folder}")
     sizes = {}
     for file in files:
-        with Image.open(file) as image:
-            sizes.setdefault(image.size, str(file))
+        try:
+            with Image.open(file) as image:
+                image.load()  # decoded whole: a truncated file is named here, not mid-network
+                sizes.setdefault(image.size, str(file))
+        except (OSError, SyntaxError) as error:
+            raise ValueError(f"{file} is unreadable ({error}): delete or replace it") from None
     if len(sizes) > 1:
         raise ValueError(f"images of {len(sizes)} sizes in {folder}, e.g. {list(sizes.values())}")
     return files
@@ -92,6 +99,10 @@ def compute_fid(generated_dir: str | Path, reference: str | Path,
                 dims: int = 2048, num_workers: int = 0) -> float:
     """FID between a folder of generated images and a reference folder or ``.npz``."""
     inputs = [fid_input(generated_dir), fid_input(reference)]  # checked before the network
+    for path, source in zip((generated_dir, reference), inputs, strict=True):
+        if isinstance(source, tuple) and source[0].shape != (dims,):
+            raise ValueError(f"{path} holds statistics of {source[0].shape} features, not "
+                             f"--dims {dims}: give --dims {source[0].shape[0]} or other statistics")
     model = load_fid_inception(device, dims)
     return frechet_distance(*statistics(inputs[0], model, batch_size, dims, num_workers),
                             *statistics(inputs[1], model, batch_size, dims, num_workers))
@@ -101,22 +112,31 @@ def check_submission(folder: str | Path, num_images: int = GRADED_NUM_IMAGES,
                      image_size: int = 28) -> list[str]:
     """A submission folder's problems, a line a file; [] when it is exactly ``00001.png`` …
     ``{num_images:05d}.png``, each a whole ``image_size``² RGB PNG whose provenance (what made
-    it: checkpoint, sampler, steps, seed …; see ``generate.provenance``) is the first one's."""
+    it: checkpoint, sampler, steps, seed …; see ``generate.provenance``) is the majority's, and
+    that of an unconditional set or a balanced one (``--digit all``), not of one digit."""
     expected = {f"{index:05d}.png" for index in range(1, num_images + 1)}
     present = {path.name for path in Path(folder).iterdir()}  # a missing folder: OSError
     problems = [f"{name}: missing" for name in sorted(expected - present)]
     problems += [f"{name}: unexpected" for name in sorted(present - expected)]
-    first = None
+    made = {}
     for name in sorted(expected & present):
         try:
-            made = read_provenance(Path(folder) / name, image_size)
+            made[name] = read_provenance(Path(folder) / name, image_size)
         except (OSError, SyntaxError, ValueError) as error:  # cut short, damaged, not ours
             problems.append(f"{name}: {error}")
-            continue
-        first = first or (name, made)
-        if not same_set(made, first[1]):
-            problems.append(f"{name}: made otherwise than {first[0]} "
-                            f"({first_difference(first[1], made)})")
+    if not made:
+        return problems
+    def key(provenance: dict) -> str:  # same_set's equality, as a dictionary key
+        return json.dumps({**provenance, "checkpoint_file": None}, sort_keys=True)
+    votes = Counter(key(provenance) for provenance in made.values())
+    majority = next(p for p in made.values() if key(p) == votes.most_common(1)[0][0])
+    problems += [f"{name}: made otherwise than the other {votes.most_common(1)[0][1]} "
+                 f"({first_difference(majority, provenance)})"
+                 for name, provenance in made.items() if not same_set(provenance, majority)]
+    if majority.get("digit") not in (None, "all"):
+        problems.append(f"all: the digit {majority['digit']} alone (generate --digit "
+                        f"{majority['digit']}), not a set like MNIST's: leave --digit out, or "
+                        f"give --digit all")
     return problems
 
 
@@ -153,10 +173,15 @@ def main(argv: list[str] | None = None) -> None:
             print(f"OK: {args.check} holds {args.num_images} {args.image_size}×{args.image_size} "
                   "RGB PNGs, 00001.png onwards, all of one provenance")
         elif args.save_stats:
-            files = image_files(args.save_stats[0])  # checked before the network loads
+            files, out = image_files(args.save_stats[0]), Path(args.save_stats[1])
+            writable_folder(out.parent, "OUT_NPZ's folder")  # made now, before the network
+            if out.exists():
+                raise ValueError(f"{out} exists: delete it first, or give another OUT_NPZ")
             mu, sigma = statistics(files, load_fid_inception(args.device, args.dims),
                                    args.batch_size, args.dims, args.num_workers)
-            np.savez_compressed(args.save_stats[1], mu=mu, sigma=sigma)
+            temporary = out.with_name(f".{out.stem}.tmp.npz")  # whole, or not there at all
+            np.savez_compressed(temporary, mu=mu, sigma=sigma)
+            temporary.replace(out)
             print(f"saved the statistics of {args.save_stats[0]} to {args.save_stats[1]}")
         else:
             if args.digits:  # printed even when the FID then fails
@@ -166,6 +191,9 @@ def main(argv: list[str] | None = None) -> None:
             print(f"FID: {fid:.2f}")
     except (InceptionWeightsUnavailable, OSError, ValueError) as error:
         raise SystemExit(f"error: {error}") from None
+    except KeyboardInterrupt:
+        print("\ninterrupted: nothing was written", file=sys.stderr)
+        raise SystemExit(130) from None
 
 
 if __name__ == "__main__":

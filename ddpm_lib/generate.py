@@ -7,6 +7,7 @@ import argparse
 import hashlib
 import json
 import math
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -21,7 +22,13 @@ from torchvision.utils import save_image
 from tqdm.auto import tqdm
 
 from . import __version__, runtime
-from .checkpoint import MODEL_DEFINING_KEYS, build_model, check_compatible, load_checkpoint
+from .checkpoint import (
+    MODEL_DEFINING_KEYS,
+    CheckpointError,
+    build_model,
+    check_compatible,
+    load_checkpoint,
+)
 from .diffusion import SAMPLERS, VARIANCES, NoisePredictor, sample, sampler_timesteps
 from .model import UNet
 from .plots import plot_diffusion_process, save_figure
@@ -49,9 +56,13 @@ def load_for_sampling(path: str | Path, device: torch.device | str = "cpu", weig
     state = load_checkpoint(path)
     config = state["config"]
     check_compatible(config, requested or {}, path)
-    model = build_model(state, weights, path).to(device)
-    schedule = make_schedule(config.get("schedule", "linear"), config["timesteps"],
-                             config["beta_start"], config["beta_end"]).to(device)
+    try:
+        model = build_model(state, weights, path).to(device)
+        schedule = make_schedule(config.get("schedule", "linear"), config["timesteps"],
+                                 config["beta_start"], config["beta_end"]).to(device)
+    except KeyError as key:
+        raise CheckpointError(f"{path}: its config lacks {key}, so it was not written by "
+                              f"python -m ddpm_lib.train; give one that was") from None
     with path.open("rb") as file:
         sha256 = hashlib.file_digest(file, "sha256").hexdigest()
     return LoadedCheckpoint(model, schedule, config, state["step"], path, weights, sha256)
@@ -168,7 +179,10 @@ def read_provenance(path: Path, image_size: int) -> dict:
         raise ValueError(f"{made[0]}×{made[1]} {made[2]}, not {image_size}² RGB")
     if not text.startswith("{"):
         raise ValueError("no provenance: not written by python -m ddpm_lib.generate")
-    return json.loads(text)
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        raise ValueError("its provenance (the PNG's Source text) is damaged") from None
 
 
 def same_set(made: dict, now: dict) -> bool:
@@ -220,6 +234,10 @@ def write_png(pixels: np.ndarray, path: Path, metadata: PngInfo) -> None:
     temporary.replace(path)
 
 
+#: The most images of one set: their names have five digits, 00001.png … 99999.png.
+MAX_IMAGES = 99_999
+
+
 def generate_images(loaded: LoadedCheckpoint, output_dir: str | Path, num_images: int = 10000,
                     batch_size: int = 64, sampler: str = "ddpm", sampling_steps: int = 50,
                     seed: int = 0, device: torch.device | str = "cpu", compile: str = "no",
@@ -230,8 +248,9 @@ def generate_images(loaded: LoadedCheckpoint, output_dir: str | Path, num_images
     ValueError before sampling), redoing each batch with a file missing or cut short: the
     images an unbroken run writes. ``digit`` and ``guidance``: see :func:`class_labels`.
     Returns timings."""
-    if num_images < 1 or batch_size < 1:
-        raise ValueError(f"--num_images {num_images} and --batch_size {batch_size}: need >= 1")
+    if not (1 <= num_images <= MAX_IMAGES and batch_size >= 1):
+        raise ValueError(f"--num_images {num_images} and --batch_size {batch_size}: need 1 … "
+                         f"{MAX_IMAGES:,} images (five-digit names) and a batch >= 1")
     check_sampling_steps(loaded, sampler, sampling_steps)
     digit, labels = digit_label(digit), checkpoint_labels(loaded, digit, num_images, guidance)
     output_dir, device = writable_folder(output_dir, "--output_dir"), torch.device(device)
@@ -270,7 +289,9 @@ def visualization_timesteps(schedule: NoiseSchedule, sampler: str, sampling_step
     """``columns`` timesteps evenly spaced along ``sampler``'s path from noise (T) to image (0)."""
     visited = [schedule.num_timesteps, *sampler_timesteps(schedule, sampler, sampling_steps)]
     if len(visited) < columns:
-        raise ValueError(f"{sampler} visits only {len(visited)} timesteps; need {columns}")
+        raise ValueError(f"--sampling_steps {sampling_steps}: {sampler} then visits "
+                         f"{len(visited)} timesteps, and the grid shows {columns}; give at least "
+                         f"{columns - 1}")
     picks = np.linspace(0, len(visited) - 1, columns).round().astype(int)
     return [visited[i] for i in picks]
 
@@ -283,9 +304,13 @@ def visualize_process(loaded: LoadedCheckpoint, output_dir: str | Path, sampler:
     (bare, as the assignment's code wrote it) and diffusion_process_labeled.png/.pdf (titled)."""
     check_sampling_steps(loaded, sampler, sampling_steps)
     labels = checkpoint_labels(loaded, digit, 8, guidance)
-    output_dir, device, size = Path(output_dir), torch.device(device), loaded.config["image_size"]
-    output_dir.mkdir(parents=True, exist_ok=True)
     timesteps = visualization_timesteps(loaded.schedule, sampler, sampling_steps)
+    output_dir, device, size = Path(output_dir), torch.device(device), loaded.config["image_size"]
+    if (submission := output_dir / "00001.png").exists():
+        raise ValueError(f"--output_dir {output_dir} holds a generated set ({submission.name} "
+                         f"…), which the grid's files would spoil: give the grid a folder of "
+                         f"its own (default: ./diffusion_visualization)")
+    output_dir.mkdir(parents=True, exist_ok=True)
     generator = runtime.generator_for(seed, runtime.Stream.VISUALIZE, device=device)
     with runtime.autocast_for(device):
         _, kept = sample(loaded.model, loaded.schedule, (8, 3, size, size), sampler,
@@ -304,7 +329,8 @@ def main(argv: list[str] | None = None) -> None:
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--checkpoint", required=True, help="path to the trained checkpoint")
     for flag, default, text in (
-            ("output_dir", "./generated_images", "folder for the images (or the grid)"),
+            ("output_dir", None, "folder for the images (default ./generated_images), or for "
+             "--mode visualize the grid (default ./diffusion_visualization)"),
             ("num_images", 10000, "images to generate"),
             ("batch_size", 64, "images sampled at once"),
             ("sampling_steps", 50, "steps of the samplers other than ddpm (all T steps)"),
@@ -313,7 +339,8 @@ def main(argv: list[str] | None = None) -> None:
             ("guidance", 0.0, "with --digit, w of classifier-free guidance, ε = (1 + w) ε(x, t, c)"
              " − w ε(x, t, ∅); 0: the conditional model alone, one network call a step (larger w:"
              " surer, less varied digits, two calls a step; bench/bench_guidance.py measures w)")):
-        parser.add_argument(f"--{flag}", type=type(default), default=default, help=text)
+        parser.add_argument(f"--{flag}", type=str if default is None else type(default),
+                            default=default, help=text)
     parser.add_argument("--digit", help="a class-conditional checkpoint's digit 0 … 9, or all: "
                         "a balanced set, image i (from 0) of digit i mod 10 (None: unconditional)")
     for flag, choices, default, text in (
@@ -328,6 +355,9 @@ def main(argv: list[str] | None = None) -> None:
         kind = str if key == "schedule" else float if key.startswith("beta") else int
         checks.add_argument(f"--{key}", type=kind, default=None)
     args = parser.parse_args(argv)
+    if args.output_dir is None:
+        args.output_dir = {"generate": "./generated_images"}.get(args.mode,
+                                                                 "./diffusion_visualization")
     try:
         writable_folder(args.output_dir, "--output_dir", make=False)  # before any sampling
         device = runtime.pick_device(args.device)
@@ -348,6 +378,11 @@ def main(argv: list[str] | None = None) -> None:
             print("wrote " + ", ".join(str(p) for p in paths))
     except (OSError, ValueError) as error:
         raise SystemExit(f"error: {error}") from None
+    except KeyboardInterrupt:
+        if args.mode == "generate":
+            print(f"\ninterrupted: the images written so far are whole and kept; the same "
+                  f"command continues the set in {args.output_dir}", file=sys.stderr)
+        raise SystemExit(130) from None
 
 
 if __name__ == "__main__":

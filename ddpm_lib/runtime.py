@@ -142,6 +142,8 @@ def should_compile(choice: str, device: torch.device, precision: str = "auto") -
 def writable_folder(folder: str | Path, flag: str, make: bool = True) -> Path:
     """``folder`` (made if missing and ``make``), once a probe file could be written into it or
     into the nearest folder above it that exists; else a ValueError naming ``flag``."""
+    if not str(folder).strip():  # "" would be the current folder: an unset shell variable?
+        raise ValueError(f"{flag} is empty: give a folder")
     folder = Path(folder)
     existing = next(path for path in (folder, *folder.parents) if path.exists())
     try:

@@ -286,3 +286,16 @@ def test_guidance_is_refused_where_no_label_was_ever_dropped(tiny_mnist_rgb, tmp
     with pytest.raises(ValueError, match="--label_dropout 0"):
         generate_images(loaded, tmp_path / "images", 2, 2, "ddim", 2, digit="3", guidance=2.0)
     generate_images(loaded, tmp_path / "images", 2, 2, "ddim", 2, digit="3")  # w = 0: fine
+
+
+def test_fid_check_refuses_a_set_of_one_digit(conditional_checkpoint, tmp_path, capsys):
+    from ddpm_lib import fid
+    for digit in ("3", "all"):
+        generate.main(["--checkpoint", str(conditional_checkpoint), "--output_dir",
+                       str(tmp_path / digit), "--device", "cpu", "--sampler", "ddim",
+                       "--sampling_steps", "3", "--num_images", "4", "--digit", digit])
+    with pytest.raises(SystemExit, match="the digit 3 alone"):
+        fid.main(["--check", str(tmp_path / "3"), "--num_images", "4"])
+    capsys.readouterr()
+    fid.main(["--check", str(tmp_path / "all"), "--num_images", "4"])
+    assert capsys.readouterr().out.startswith("OK")

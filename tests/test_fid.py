@@ -237,3 +237,29 @@ def test_module_runs_as_script(tmp_path: Path) -> None:
         cwd=REPO_ROOT, capture_output=True, text=True, check=False)
     assert result.returncode != 0 and "00004.png" in result.stdout
     assert result.stderr.startswith("error: ") and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("bad", ["truncated png", "statistics of other dims",
+                                 "save-stats under a file", "save-stats over a file"])
+def test_late_failures_now_come_before_the_network(bad, tmp_path, monkeypatch) -> None:
+    def no_network(*args, **kwargs):
+        raise AssertionError("the Inception network was loaded before the inputs were checked")
+    monkeypatch.setattr(fid, "load_fid_inception", no_network)
+    good = write_pngs(tmp_path / "good", 3)
+    stats = tmp_path / "stats.npz"
+    np.savez(stats, mu=np.zeros(3), sigma=np.eye(3))
+    argv, named = {
+        "truncated png": ([str(write_pngs(tmp_path / "cut", 3)), str(good)], "00002.png"),
+        "statistics of other dims": ([str(good), str(stats), "--dims", "64"], "stats.npz .*"
+                                     r"\(3,\) features, not --dims 64"),
+        "save-stats under a file": (["--save-stats", str(good),
+                                     str(tmp_path / "stats.npz" / "x.npz")], "is a file"),
+        "save-stats over a file": (["--save-stats", str(good), str(stats)], "stats.npz exists"),
+    }[bad]
+    if bad == "truncated png":
+        path = tmp_path / "cut" / "00002.png"
+        path.write_bytes(path.read_bytes()[:60])
+    before = stats.read_bytes()
+    with pytest.raises(SystemExit, match=f"^error: .*{named}"):
+        fid.main(argv)
+    assert stats.read_bytes() == before

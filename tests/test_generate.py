@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from PIL.PngImagePlugin import PngInfo
 
 from ddpm_lib import fid, generate
 from ddpm_lib.checkpoint import load_checkpoint, save_checkpoint
@@ -245,3 +246,68 @@ def test_ema_and_raw_weights_differ(checkpoint):
     ema = load_for_sampling(checkpoint, weights="ema").model.state_dict()
     raw = load_for_sampling(checkpoint, weights="model").model.state_dict()
     assert any(not torch.equal(ema[k], raw[k]) for k in ema)
+
+
+def test_fid_check_names_the_one_foreign_file_even_when_it_is_the_first(
+        checkpoint, other_checkpoint, tmp_path):
+    mixed, other = tmp_path / "mixed", tmp_path / "other"
+    run(checkpoint, mixed, "--num_images", "4", "--batch_size", "2")
+    run(other_checkpoint, other, "--num_images", "1")
+    (mixed / "00001.png").write_bytes((other / "00001.png").read_bytes())
+    with pytest.raises(SystemExit, match=r"\(1 problems\); the first: 00001.png: made "
+                                         r"otherwise than the other 3"):
+        fid.main(["--check", str(mixed), "--num_images", "4"])
+
+
+def test_visualize_has_its_own_folder_and_spares_a_generated_set(checkpoint, tmp_path,
+                                                                monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    generate.main(["--checkpoint", str(checkpoint), "--device", "cpu", "--num_images", "2",
+                   "--sampler", "ddim", "--sampling_steps", "8"])
+    generate.main(["--checkpoint", str(checkpoint), "--device", "cpu", "--mode", "visualize",
+                   "--sampler", "ddim", "--sampling_steps", "8"])
+    assert sorted(p.name for p in (tmp_path / "generated_images").iterdir()) == [
+        "00001.png", "00002.png"]
+    assert (tmp_path / "diffusion_visualization" / "diffusion_process.png").is_file()
+    with pytest.raises(SystemExit, match="holds a generated set"):
+        generate.main(["--checkpoint", str(checkpoint), "--device", "cpu", "--mode",
+                       "visualize", "--output_dir", "generated_images"])
+    assert len(list((tmp_path / "generated_images").iterdir())) == 2
+    with pytest.raises(SystemExit, match="--sampling_steps 5: ddim then visits 6 timesteps"):
+        generate.main(["--checkpoint", str(checkpoint), "--device", "cpu", "--mode",
+                       "visualize", "--sampler", "ddim", "--sampling_steps", "5",
+                       "--output_dir", "v"])
+
+
+@pytest.mark.parametrize(("flags", "named"), [
+    (["--num_images", "100000"], "--num_images 100000 .* 1 … 99,999 images"),
+    (["--output_dir", ""], "--output_dir is empty")])
+def test_impossible_sets_are_refused_at_once(checkpoint, tmp_path, monkeypatch, flags, named):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit, match=named):
+        generate.main(["--checkpoint", str(checkpoint), "--device", "cpu", *flags])
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_damaged_provenance_and_configs_are_named(checkpoint, tmp_path):
+    out = tmp_path / "g"
+    run(checkpoint, out, "--num_images", "2")
+    info = PngInfo()
+    info.add_text("Source", "{broken json")
+    Image.new("RGB", (28, 28)).save(out / "00002.png", pnginfo=info)
+    with pytest.raises(SystemExit, match="00002.png: its provenance .* is damaged"):
+        run(checkpoint, out, "--num_images", "2")
+    state = load_checkpoint(checkpoint)
+    del state["config"]["timesteps"]
+    with pytest.raises(SystemExit, match="its config lacks 'timesteps'"):
+        run(save_checkpoint(state, tmp_path / "edited.pt"), tmp_path / "h")
+
+
+def test_ctrl_c_exits_130_in_one_line(checkpoint, tmp_path, monkeypatch, capsys):
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(generate, "generate_images", interrupted)
+    with pytest.raises(SystemExit) as caught:
+        run(checkpoint, tmp_path / "g")
+    assert caught.value.code == 130
+    assert "the same command continues the set" in capsys.readouterr().err
