@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import argparse
 import csv
+import hashlib
 import math
 import operator
 import os
+import socket
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
@@ -29,7 +31,7 @@ from tqdm.auto import tqdm
 from . import runtime
 from .checkpoint import CheckpointError, check_compatible, load_checkpoint, save_checkpoint
 from .data import MnistRGBFolder, to_model_range
-from .diffusion import diffusion_loss, q_sample, sample
+from .diffusion import SAMPLERS, diffusion_loss, q_sample, sample
 from .model import UNet, UNetConfig
 from .runtime import Stream, autocast_for, compile_with_fallback, example_batch, generator_for
 from .schedule import SCHEDULES, NoiseSchedule, make_schedule
@@ -45,10 +47,20 @@ RECIPES: dict[str, dict[str, Any]] = {
 #: --label_dropout's default: p_uncond, the share of labels dropped in conditional training.
 LABEL_DROPOUT = 0.1
 
+#: The flags that name a file or folder ("" would be the current folder).
+PATH_FLAGS = ("data_path", "checkpoint_dir", "sample_dir", "resume")
+
 #: What a field's metadata may demand of its value: key → (holds(value, bound), words).
 CHECKS = {"choices": (lambda value, choices: value in choices, "one of"),
           "at_least": (operator.ge, "at least"), "above": (operator.gt, "above"),
           "below": (operator.lt, "below")}
+
+
+def is_inside(path: str, folder: str) -> bool:
+    """Whether ``path`` is ``folder`` or lies under it (both given, not empty)."""
+    if not (path.strip() and folder.strip()):
+        return False
+    return Path(folder).resolve() in (Path(path).resolve(), *Path(path).resolve().parents)
 
 
 def arg(default: Any, help_text: str, **options: Any) -> Any:
@@ -85,8 +97,10 @@ class TrainConfig:
                          at_least=0)
     max_images: int = arg(0, "train on the first N images only (0: all)", at_least=0)
     num_eval_images: int = arg(1024, "images in the fixed evaluation batch", at_least=1)
-    sample_sampler: str = arg("ddim", "sampler for the grids made while training")
-    sample_steps: int = arg(50, "sampler steps for those grids", at_least=1)
+    sample_sampler: str = arg("ddim", "sampler for the grids made while training",
+                              choices=SAMPLERS)
+    sample_steps: int = arg(50, "sampler steps for those grids (at most --timesteps)",
+                            at_least=1)
     seed: int = arg(0, "seed of every random draw")
     device: str = arg("auto", "auto (cuda → mps → cpu) or a torch device such as cuda:0")
     warmup_steps: int = arg(0, "raise the learning rate linearly over N steps", at_least=0)
@@ -118,10 +132,16 @@ class TrainConfig:
         infinite = [name for name, value in values.items()
                     if isinstance(value, float) and not math.isfinite(value)]
         problems = [f"--{name} must be a finite number (got {values[name]})" for name in infinite]
+        problems += [f"--{name} is empty: give a path" for name in PATH_FLAGS
+                     if values[name] is not None and not values[name].strip()]
         problems += [f"--{f.name} must be {words} {f.metadata[key]} (got {values[f.name]!r})"
                      for f in fields(self) for key, (holds, words) in CHECKS.items()
                      if key in f.metadata and f.name not in infinite
                      and not holds(values[f.name], f.metadata[key])]
+        problems += [f"--{flag} {getattr(self, flag)} is inside --data_path {self.data_path}: "
+                     f"the run's files would join the training images; choose a folder outside "
+                     f"it" for flag in ("checkpoint_dir", "sample_dir")
+                     if is_inside(getattr(self, flag), self.data_path)]
         if not self.class_conditional and self.label_dropout != LABEL_DROPOUT:
             problems.append(f"--label_dropout {self.label_dropout} acts only with "
                             f"--class_conditional: add that flag, or leave --label_dropout out")
@@ -258,22 +278,25 @@ def append_log(path: Path, rows: list[dict[str, Any]]) -> None:
         csv.DictWriter(file, fieldnames=list(rows[0]) if rows else []).writerows(rows)
 
 
-#: What a run writes into --checkpoint_dir (besides checkpoint_epoch_XXXX.pt).
-RUN_FILES = ("last.pt", "best_model.pt", "train_log.csv", "eval_log.csv")
+#: What a run writes into --checkpoint_dir: checkpoints and logs.
+CHECKPOINT_FILES, LOG_FILES = ("last.pt", "best_model.pt", "checkpoint_epoch_*.pt"), \
+    ("train_log.csv", "eval_log.csv")
 
 
 def refuse_to_overwrite(config: TrainConfig, resumed: Path) -> None:
     """ValueError if a new run, or one resumed from a checkpoint of another folder, would
     overwrite the files of an earlier run in --checkpoint_dir or --sample_dir."""
-    earlier = [file for pattern in (*RUN_FILES, "checkpoint_epoch_*.pt")
-               for file in sorted(Path(config.checkpoint_dir).glob(pattern))]
+    folder = Path(config.checkpoint_dir)
+    checkpoints = [file for pattern in CHECKPOINT_FILES for file in sorted(folder.glob(pattern))]
+    earlier = checkpoints + [folder / name for name in LOG_FILES if (folder / name).exists()]
     earlier += sorted(Path(config.sample_dir).glob("samples_step_*.png"))
-    elsewhere = resumed.resolve().parent != Path(config.checkpoint_dir).resolve()
+    elsewhere = resumed.resolve().parent != folder.resolve()
     if earlier and (config.resume is None or elsewhere):
         what = "a new run" if config.resume is None else f"a run resumed from {resumed}"
+        resume = "continue that run with --resume, or " if checkpoints else ""  # none to resume
         raise ValueError(f"{earlier[0]} exists: {what} would overwrite an earlier run's "
-                         f"files; continue that run with --resume, or choose another "
-                         f"--checkpoint_dir and --sample_dir (or delete them to start over)")
+                         f"files; {resume}choose another --checkpoint_dir and --sample_dir (or "
+                         f"delete them to start over)")
 
 
 def load_resume_state(config: TrainConfig) -> dict[str, Any] | None:
@@ -334,6 +357,30 @@ def refuse_changed_optimisation(saved: dict[str, Any], config: TrainConfig, path
                          f"run in another --checkpoint_dir")
 
 
+def claim_run_folder(directory: Path, take: bool = True) -> None:
+    """Refuse a --checkpoint_dir another live process of this machine is training into (its
+    id and host in .run.lock: a lock left on a shared drive by another machine, as Colab's
+    ended sessions leave them, is not checked); ``take``: write this process's id there and
+    remove a killed run's unfinished writes."""
+    lock, this = directory / ".run.lock", f"{os.getpid()} {socket.gethostname()}"
+    try:
+        holder, host = lock.read_text().split(maxsplit=1)
+        live = host == socket.gethostname() and holder != str(os.getpid())
+        if live:
+            os.kill(int(holder), 0)  # signal 0: ProcessLookupError if that run is gone
+    except PermissionError:  # it exists, another user's
+        live = True
+    except (OSError, ValueError):  # no lock, a damaged one, or its run is gone (killed)
+        live = False
+    if live:
+        raise ValueError(f"--checkpoint_dir {directory} is in use by another run (process "
+                         f"{holder}): wait for it or stop it, or choose another folder")
+    if take:
+        lock.write_text(this)
+        for leftover in directory.glob(".*.pt.tmp"):  # a write a kill cut short
+            leftover.unlink()
+
+
 class Training:
     """One process's run, set up from ``config`` (and ``--resume``); rank 0 writes the files."""
 
@@ -356,7 +403,10 @@ class Training:
         if self.is_main:  # before loading, compiling or training
             runtime.writable_folder(config.checkpoint_dir, "--checkpoint_dir", make=False)
             runtime.writable_folder(config.sample_dir, "--sample_dir", make=False)
+            claim_run_folder(self.directory, take=False)
         self.load_images()
+        if state is not None:
+            self.check_resumed(state)
         torch.manual_seed(config.seed)
         self.model = UNet(config.model_config()).to(self.device)
         if cuda:  # NHWC convolutions: 11 % faster training steps on an H200
@@ -386,6 +436,7 @@ class Training:
         self.budget_mark: tuple[float, int] | None = None  # the stopwatch at half the warm-up
         if self.is_main:  # the logs, cut back to the resumed step
             self.directory.mkdir(parents=True, exist_ok=True)
+            claim_run_folder(self.directory)
             kept = self.step if state is not None else None
             start_log(self.directory / "train_log.csv", ["step", "epoch", "loss"], kept)
             start_log(self.directory / "eval_log.csv",
@@ -410,6 +461,7 @@ class Training:
                              f"rebuild it with python -m ddpm_lib.data")
         images = folder.load_all(progress=self.is_main)
         images = images[: config.max_images or None]
+        self.data_sha256 = hashlib.sha256(images.numpy().tobytes()).hexdigest()[:16]
         if len(images) < config.batch_size:
             raise ValueError(f"--batch_size {config.batch_size} is larger than the "
                              f"{len(images)} training images")
@@ -426,6 +478,22 @@ class Training:
         self.steps_per_epoch = len(images) // config.batch_size
         self.budget_fit_step = min(self.steps_per_epoch, max(20, config.warmup_steps))
         self.total_steps = min(config.epochs * self.steps_per_epoch, config.max_steps or math.inf)
+
+    def check_resumed(self, state: dict[str, Any]) -> None:
+        """A resumed run's data must be its checkpoint's and its --epochs not behind it; the
+        flags that may change (--epochs, --precision, --compile …) take effect, and are named."""
+        config, saved, at = self.config, state["config"], state["step"] / self.steps_per_epoch
+        if state.get("data_sha256", self.data_sha256) != self.data_sha256:
+            raise ValueError(f"--data_path {config.data_path}: its images are not those the "
+                             f"checkpoint was trained on; give that run's data, or start a new "
+                             f"run in another --checkpoint_dir")
+        if state["step"] > config.epochs * self.steps_per_epoch:
+            raise ValueError(f"--epochs {config.epochs}: the checkpoint is already at epoch "
+                             f"{at:.2f}; give --epochs {math.ceil(at)} or more to continue it")
+        changed = [f"--{key} {value} (was {saved[key]})" for key, value in asdict(config).items()
+                   if key not in ("resume", "data_path") and saved.get(key, value) != value]
+        if changed and self.is_main:
+            print(f"resuming at epoch {at:.2f} with {'; '.join(changed)}: from here on")
 
     def wrap_network(self) -> torch.nn.Module:
         """The network as steps call it: compiled per ``--compile``, with CUDA graphs on GPUs
@@ -569,9 +637,10 @@ class Training:
 
     def diverged(self, what: str) -> None:
         """Stop: training diverged. Nothing more is written, so the checkpoints stay good."""
-        raise ValueError(f"{what}: training diverged (learning rate {self.config.lr:g}); the "
-                         f"checkpoints in {self.directory} are from before it. Lower --lr "
-                         f"(the assignment's: 2e-4) and train again")
+        kept = (f"the checkpoints in {self.directory} are from before it"
+                if (self.directory / "last.pt").exists() else "no checkpoint was written")
+        raise ValueError(f"{what}: training diverged (learning rate {self.config.lr:g}); "
+                         f"{kept}. Lower --lr (the assignment's: 2e-4) and train again")
 
     def evaluate_and_save(self, final: bool) -> None:
         """The EMA's fixed-batch loss; last.pt, best_model.pt if best yet, the interval's
@@ -582,7 +651,8 @@ class Training:
         self.eval_loss = fixed_eval_loss(self.ema.module, self.noise_schedule, self.eval_images,
                                          self.config.seed, precision=self.precision,
                                          labels=self.eval_labels)
-        is_best = self.eval_loss < self.best_eval_loss
+        is_best = (self.eval_loss < self.best_eval_loss  # or none kept (cut short, deleted)
+                   or not (self.directory / "best_model.pt").exists())
         self.best_eval_loss = min(self.best_eval_loss, self.eval_loss)
         state, whole_epochs = self.checkpoint_state(), self.step // self.steps_per_epoch
         append_log(self.directory / "eval_log.csv", [{
@@ -600,6 +670,12 @@ class Training:
         if self.on_progress:
             self.on_progress({"kind": "eval", "step": self.step, "eval_loss": self.eval_loss})
 
+    def evaluated_at_this_step(self) -> bool:
+        """Whether eval_log.csv has this step's evaluation (a run stopped by Ctrl-C during its
+        final evaluation has not: its best_model.pt and last sample grid may be missing)."""
+        with (self.directory / "eval_log.csv").open(newline="") as file:
+            return any(int(row["step"]) == self.step for row in csv.DictReader(file))
+
     def checkpoint_state(self) -> dict[str, Any]:
         """What last.pt holds: all that a resume needs, and the config generate.py builds from."""
         return {"model": self.model.state_dict(), "ema_model": self.ema.module.state_dict(),
@@ -608,6 +684,7 @@ class Training:
                 "lr_scheduler": self.lr_schedule.state_dict(), "step": self.step,
                 "grad_scaler": self.scaler.state_dict(),
                 "epoch": self.step / self.steps_per_epoch, "config": asdict(self.config),
+                "data_sha256": self.data_sha256,
                 "model_config": self.config.model_config().to_dict(),
                 "eval_loss": self.eval_loss, "best_eval_loss": self.best_eval_loss,
                 "wall_seconds": self.earlier_wall_seconds + time.perf_counter() - self.started}
@@ -619,7 +696,8 @@ class Training:
         generator = generator_for(config.seed, Stream.SAMPLE_GRID, device=self.device)
         with autocast_for(self.device, self.precision):
             images, _ = sample(self.ema.module, self.noise_schedule, (64, 3, size, size),
-                               config.sample_sampler, config.sample_steps, generator, self.device)
+                               config.sample_sampler, min(config.sample_steps, config.timesteps),
+                               generator, self.device)
         path = Path(config.sample_dir) / f"samples_step_{self.step:07d}.png"
         path.parent.mkdir(parents=True, exist_ok=True)
         save_image((images.float() + 1) / 2, path, nrow=8)
@@ -641,6 +719,7 @@ def train(config: TrainConfig,
     ``on_progress`` (rank 0) gets ``{"kind": "loss", "rows": [{"step", "epoch", "loss"}, …]}``
     as losses are logged, ``{"kind": "eval", "step", "eval_loss"}`` at each evaluation and
     ``{"kind": "budget", "total_steps"}`` once a --time_budget has fixed the steps."""
+    run = None
     try:
         run = Training(config, on_progress)
         try:
@@ -648,6 +727,8 @@ def train(config: TrainConfig,
                 run.train_epoch()
             if run.world_size > 1:
                 run.check_replicas_identical()
+            if run.is_main and not run.images_seen and not run.evaluated_at_this_step():
+                run.evaluate_and_save(final=True)  # what an interruption at the end cut short
         except KeyboardInterrupt:
             if run.is_main:
                 run.flush_losses(all_processes=False)
@@ -658,12 +739,17 @@ def train(config: TrainConfig,
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()
+        if run is not None and run.is_main:
+            (run.directory / ".run.lock").unlink(missing_ok=True)
     images_per_second = run.images_seen / max(run.train_seconds, 1e-9)
     if run.is_main and not run.images_seen:  # --resume of a finished run
         end = (f"--max_steps {config.max_steps}" if run.total_steps == config.max_steps
                else f"the end of its {config.epochs} epochs")
+        best = run.directory / "best_model.pt"
+        ready = (f"{best} is ready for generate" if best.exists()
+                 else f"{best} is missing: generate from last.pt")
         print(f"nothing to train: {run.directory / 'last.pt'} is at step {run.step}, {end}; "
-              f"its best_model.pt is ready for generate")
+              f"{ready}")
     elif run.is_main:
         print(f"done: {run.step} steps, {images_per_second:,.0f} images/s; in {run.directory}")
     return TrainResult(run.step, run.step / run.steps_per_epoch, run.eval_loss,

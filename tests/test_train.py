@@ -144,7 +144,8 @@ def test_any_file_of_an_earlier_run_makes_a_new_run_refuse(tiny_mnist_rgb, tmp_p
         if path.relative_to(tmp_path).as_posix() != kept:
             path.unlink()
     before = (tmp_path / kept).read_bytes()
-    with pytest.raises(ValueError, match=rf"{Path(kept).name} exists.*--resume"):
+    resume = "--resume" if kept.endswith(".pt") else "choose another --checkpoint_dir"
+    with pytest.raises(ValueError, match=rf"{Path(kept).name} exists.*{resume}"):
         train(config)
     assert (tmp_path / kept).read_bytes() == before
 
@@ -630,3 +631,82 @@ def test_a_run_stopped_by_max_steps_says_so_on_resume(tiny_mnist_rgb, tmp_path, 
     assert "process(es), fp32)" in out  # the precision that runs is announced
     train(replace(config, resume="last"))
     assert "nothing to train" in (out := capsys.readouterr().out) and "--max_steps 3" in out
+
+
+def test_a_run_that_saved_no_checkpoint_is_not_sent_to_resume(tiny_mnist_rgb, tmp_path):
+    config = tiny_config(tiny_mnist_rgb, tmp_path, sample_interval=99)
+    with pytest.raises(ValueError, match=r"at step \d+: .*no checkpoint was written"):
+        train(replace(config, lr=1e30, grad_clip=0.0))
+    assert not list((tmp_path / "checkpoints").glob("*.pt"))  # only its logs are left
+    with pytest.raises(ValueError, match=r"exists: .* files; choose another --checkpoint_dir") \
+            as refused:
+        train(config)
+    assert "--resume" not in str(refused.value)
+
+
+def test_resume_cleans_up_refuses_other_data_and_names_what_changed(tiny_mnist_rgb, tmp_path,
+                                                                    capsys):
+    config = tiny_config(tiny_mnist_rgb, tmp_path)
+    train(replace(config, max_steps=7))
+    leftover = tmp_path / "checkpoints" / ".checkpoint_epoch_0002.pt.tmp"
+    leftover.write_bytes(b"cut short by a kill")
+    from conftest import write_digit_folder
+    other = write_digit_folder(tmp_path / "other", seed=1)
+    with pytest.raises(ValueError, match=r"--data_path .*other: its images are not those"):
+        train(replace(config, resume="last", data_path=str(other)))
+    with pytest.raises(ValueError, match=r"--epochs 1: the checkpoint is already at epoch 1.40"):
+        train(replace(config, resume="last", epochs=1))
+    capsys.readouterr()
+    assert train(replace(config, resume="last", epochs=3)).steps == 15
+    assert "--epochs 3 (was 2)" in capsys.readouterr().out and not leftover.exists()
+
+
+def test_a_final_evaluation_cut_short_is_made_on_resume(tiny_mnist_rgb, tmp_path, capsys):
+    config = tiny_config(tiny_mnist_rgb, tmp_path)
+    train(config)
+    checkpoints = tmp_path / "checkpoints"
+    (checkpoints / "best_model.pt").unlink()  # as if Ctrl-C hit during the last evaluation
+    log = (checkpoints / "eval_log.csv").read_text().splitlines()
+    (checkpoints / "eval_log.csv").write_text("\n".join(log[:-1]) + "\n")
+    capsys.readouterr()
+    assert train(replace(config, resume="last")).steps == 10
+    assert (checkpoints / "best_model.pt").is_file()
+    assert (checkpoints / "eval_log.csv").read_text().splitlines()[-1].startswith("10,")
+    train(replace(config, resume="last"))  # now nothing is missing
+    assert "best_model.pt is ready" in capsys.readouterr().out
+
+
+def test_a_folder_another_live_run_trains_into_is_refused(tiny_mnist_rgb, tmp_path):
+    import socket
+    import subprocess
+    import sys
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (tmp_path / "checkpoints").mkdir()
+        (tmp_path / "checkpoints" / ".run.lock").write_text(f"{other.pid} {socket.gethostname()}")
+        with pytest.raises(ValueError, match=rf"in use by another run \(process {other.pid}\)"):
+            train(tiny_config(tiny_mnist_rgb, tmp_path))
+    finally:
+        other.kill()
+        other.wait()
+    assert train(tiny_config(tiny_mnist_rgb, tmp_path)).steps == 10  # its run is gone
+    assert not (tmp_path / "checkpoints" / ".run.lock").exists()
+
+
+@pytest.mark.parametrize(("overrides", "named"), [
+    ({"sample_sampler": "foo"}, "--sample_sampler must be one of"),
+    ({"sample_dir": "DATA/samples"}, "--sample_dir .* is inside --data_path"),
+    ({"checkpoint_dir": "DATA"}, "--checkpoint_dir .* is inside --data_path"),
+    ({"checkpoint_dir": ""}, "--checkpoint_dir is empty")])
+def test_grid_settings_and_folders_are_checked_before_training(tiny_mnist_rgb, tmp_path,
+                                                               overrides, named):
+    overrides = {key: value.replace("DATA", str(tiny_mnist_rgb))
+                 for key, value in overrides.items() if isinstance(value, str)} or overrides
+    with pytest.raises(ValueError, match=named):
+        tiny_config(tiny_mnist_rgb, tmp_path, **overrides)
+
+
+def test_grid_steps_above_the_timesteps_are_capped_not_fatal(tiny_mnist_rgb, tmp_path):
+    """--timesteps 20 with the default --sample_steps 50 once failed after all the training."""
+    train(tiny_config(tiny_mnist_rgb, tmp_path, timesteps=20, sample_steps=50, max_steps=4))
+    assert (tmp_path / "samples" / "samples_step_0000004.png").is_file()
