@@ -164,9 +164,21 @@ def first_figure(driver) -> str:
     except TimeoutException:
         if not kernel_idle(driver):
             raise
+    dialogs = dismiss_dialogs(driver)  # seen on CI: a dialog over the menu bar at the retry
     run_all(driver)
-    return wait_until(driver, figure, "the slider's figure was not drawn (ipywidgets rendered "
-                      "nothing?)")
+    return wait_until(driver, figure, f"the slider's figure was not drawn (ipywidgets rendered "
+                      f"nothing?; dialogs dismissed before the retry: {dialogs or 'none'})")
+
+
+def dismiss_dialogs(driver) -> list[str]:
+    """Close JupyterLab's open dialogs (Escape: their cancel or OK) and give their text."""
+    texts = []
+    for dialog in driver.find_elements(By.CSS_SELECTOR, ".jp-Dialog"):
+        texts.append(" ".join(dialog.get_attribute("textContent").split())[:300])
+        dialog.send_keys(Keys.ESCAPE)
+    wait_until(driver, lambda d: not d.find_elements(By.CSS_SELECTOR, ".jp-Dialog"),
+               f"the dialogs {texts} did not close on Escape")
+    return texts
 
 
 def figure(driver) -> str | None:
