@@ -108,6 +108,11 @@ def compute_fid(generated_dir: str | Path, reference: str | Path,
                             *statistics(inputs[1], model, batch_size, dims, num_workers))
 
 
+def set_key(provenance: dict) -> str:
+    """``generate.same_set``'s equality as a dictionary key: the provenance, file name aside."""
+    return json.dumps({**provenance, "checkpoint_file": None}, sort_keys=True)
+
+
 def check_submission(folder: str | Path, num_images: int = GRADED_NUM_IMAGES,
                      image_size: int = 28) -> list[str]:
     """A submission folder's problems, a line a file; [] when it is exactly ``00001.png`` …
@@ -126,15 +131,13 @@ def check_submission(folder: str | Path, num_images: int = GRADED_NUM_IMAGES,
             problems.append(f"{name}: {error}")
     if not made:
         return problems
-    def key(provenance: dict) -> str:  # same_set's equality, as a dictionary key
-        return json.dumps({**provenance, "checkpoint_file": None}, sort_keys=True)
-    votes = Counter(key(provenance) for provenance in made.values())
-    majority = next(p for p in made.values() if key(p) == votes.most_common(1)[0][0])
-    problems += [f"{name}: made otherwise than the other {votes.most_common(1)[0][1]} "
-                 f"({first_difference(majority, provenance)})"
-                 for name, provenance in made.items() if not same_set(provenance, majority)]
+    votes = Counter(set_key(provenance) for provenance in made.values())
+    winner, count = votes.most_common(1)[0]
+    majority = next(p for p in made.values() if set_key(p) == winner)
+    problems += [f"{name}: made otherwise than the other {count} ({first_difference(majority, p)})"
+                 for name, p in made.items() if not same_set(p, majority)]
     if majority.get("digit") not in (None, "all"):
-        problems.append(f"all: the digit {majority['digit']} alone (generate --digit "
+        problems.append(f"the set: the digit {majority['digit']} alone (generate --digit "
                         f"{majority['digit']}), not a set like MNIST's: leave --digit out, or "
                         f"give --digit all")
     return problems
