@@ -97,15 +97,18 @@ def outside_layout(root: Path, paths: list[Path], labels: list[int]) -> list[Pat
 class MnistRGBFolder(torch.utils.data.Dataset):
     """The PNGs under ``root`` (digit folders ``root/{0..9}/`` or one flat folder), sorted.
     ``dataset[i]`` is a float 3×H×W image in [-1, 1] and the digit of its folder (-1: flat).
-    Digit folders that are symlinks are followed; digit folders beside PNGs elsewhere (a
-    subfolder, a folder ``10/``, the top) are refused, naming the first such PNG."""
+    Digit folders that are symlinks are followed; PNGs outside the layout (beside digit folders:
+    in a subfolder, a folder ``10/``, the top; in a flat folder: in any subfolder) are refused,
+    naming the first, as ``check_mnist_rgb`` reports them."""
 
     def __init__(self, root: str | Path, image_size: int = 28) -> None:
         self.root, self.image_size = Path(root), image_size
         self.paths = find_pngs(self.root)
         self.labels = [digit_label(self.root, path) for path in self.paths]
-        if max(self.labels) >= 0 and (stray := outside_layout(self.root, self.paths, self.labels)):
-            raise ValueError(f"{self.root} mixes digit folders 0..9 with {len(stray)} PNGs outside "
+        if stray := outside_layout(self.root, self.paths, self.labels):
+            layout = ("digit folders 0..9" if max(self.labels) >= 0
+                      else "PNGs directly in it (a flat folder)")
+            raise ValueError(f"{self.root} mixes {layout} with {len(stray)} PNGs outside "
                              f"them, first: {stray[0]}: move those out, or rebuild it with "
                              f"{BUILD_COMMAND}")
 

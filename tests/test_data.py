@@ -589,6 +589,17 @@ def test_missing_or_empty_root_says_how_to_build_it(tmp_path):
         assert f"{root} {fact}" in str(error.value)
 
 
+def test_a_flat_folder_with_pngs_in_subfolders_is_refused_as_the_check_does(tmp_path):
+    for name in ("00001.png", "00002.png", "more/00003.png"):
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        Image.fromarray(rgb(random_digits(1)[0])).save(tmp_path / name)
+    with pytest.raises(ValueError, match=r"mixes PNGs directly in it .* first: .*more/00003.png"):
+        MnistRGBFolder(tmp_path)
+    assert "1 PNGs outside the layout" in " ".join(check_mnist_rgb(tmp_path, None).problems)
+    (tmp_path / "more" / "00003.png").unlink()
+    assert len(MnistRGBFolder(tmp_path)) == 2
+
+
 @pytest.mark.parametrize("stray", ["3/sub/x.png", "10/x.png", "x.png"])
 def test_dataset_refuses_digit_folders_beside_pngs_elsewhere_as_the_check_does(
     tiny_mnist_rgb, stray
