@@ -9,7 +9,6 @@ one-line errors; ``--save-stats`` writes an ``.npz`` (pytorch-fid's) that stands
 """
 
 import argparse
-import json
 import sys
 import zipfile
 from collections import Counter
@@ -22,7 +21,7 @@ from pytorch_fid.fid_score import calculate_activation_statistics
 from pytorch_fid.inception import FID_WEIGHTS_URL, InceptionV3
 
 from .evaluator import DEFAULT_TRAIN_DIR, folder_report, frechet_distance, list_images
-from .generate import first_difference, read_provenance, same_set
+from .generate import first_difference, read_provenance, same_set, set_key
 from .runtime import pick_device, writable_folder
 
 GRADED_NUM_IMAGES = 10_000
@@ -106,11 +105,6 @@ def compute_fid(generated_dir: str | Path, reference: str | Path,
     model = load_fid_inception(device, dims)
     return frechet_distance(*statistics(inputs[0], model, batch_size, dims, num_workers),
                             *statistics(inputs[1], model, batch_size, dims, num_workers))
-
-
-def set_key(provenance: dict) -> str:
-    """``generate.same_set``'s equality as a dictionary key: the provenance, file name aside."""
-    return json.dumps({**provenance, "checkpoint_file": None}, sort_keys=True)
 
 
 def check_submission(folder: str | Path, num_images: int = GRADED_NUM_IMAGES,

@@ -185,10 +185,20 @@ def read_provenance(path: Path, image_size: int) -> dict:
         raise ValueError("its provenance (the PNG's Source text) is damaged") from None
 
 
+def pixel_settings(provenance: dict) -> dict:
+    """What fixes a set's pixels: the provenance but the checkpoint's file name (a renamed copy
+    of a checkpoint, the same sha256, continues its set)."""
+    return {**provenance, "checkpoint_file": None}
+
+
+def set_key(provenance: dict) -> str:
+    """:func:`pixel_settings` as text, a dictionary key."""
+    return json.dumps(pixel_settings(provenance), sort_keys=True)
+
+
 def same_set(made: dict, now: dict) -> bool:
-    """Whether two provenances make the same pixels: all but the checkpoint's file name agree
-    (a renamed copy of a checkpoint, the same sha256, continues its set)."""
-    return {**made, "checkpoint_file": None} == {**now, "checkpoint_file": None}
+    """Whether two provenances make the same pixels."""
+    return pixel_settings(made) == pixel_settings(now)
 
 
 def first_difference(made: dict, now: dict) -> str:
@@ -356,8 +366,8 @@ def main(argv: list[str] | None = None) -> None:
         checks.add_argument(f"--{key}", type=kind, default=None)
     args = parser.parse_args(argv)
     if args.output_dir is None:
-        args.output_dir = {"generate": "./generated_images"}.get(args.mode,
-                                                                 "./diffusion_visualization")
+        args.output_dir = ("./generated_images" if args.mode == "generate"
+                           else "./diffusion_visualization")
     try:
         writable_folder(args.output_dir, "--output_dir", make=False)  # before any sampling
         device = runtime.pick_device(args.device)

@@ -58,9 +58,8 @@ CHECKS = {"choices": (lambda value, choices: value in choices, "one of"),
 
 def is_inside(path: str, folder: str) -> bool:
     """Whether ``path`` is ``folder`` or lies under it (both given, not empty)."""
-    if not (path.strip() and folder.strip()):
-        return False
-    return Path(folder).resolve() in (Path(path).resolve(), *Path(path).resolve().parents)
+    return bool(path.strip() and folder.strip()
+                and Path(path).resolve().is_relative_to(Path(folder).resolve()))
 
 
 def arg(default: Any, help_text: str, **options: Any) -> Any:
